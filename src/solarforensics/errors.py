@@ -1,0 +1,54 @@
+"""One exception hierarchy. Every user-facing failure is a ForensicsError with a one-line message."""
+
+
+class ForensicsError(Exception):
+    """A failure the user can act on; the CLI prints `message` (and `hint`) on one line and exits non-zero."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message if not self.hint else f"{self.message} ({self.hint})"
+        return " ".join(text.split())
+
+
+class SpecError(ForensicsError):
+    """A source spec, option or argument that cannot be understood."""
+
+
+class NotFoundError(ForensicsError):
+    """A repo, revision, file or tensor that does not exist."""
+
+
+class AccessError(ForensicsError):
+    """Gated or private content without the right token."""
+
+
+class UnsafeFormatError(ForensicsError):
+    """A format we refuse to load (pickle)."""
+
+
+class FormatError(ForensicsError):
+    """A malformed or hostile file: safetensors header, GGUF, JSON, tokenizer, licence."""
+
+
+class TransferError(ForensicsError):
+    """The network or server misbehaved in a way retries could not fix (ignored Range, wrong bytes, changed file)."""
+
+    exit_code = 3
+
+
+class SelectionError(ForensicsError):
+    """Nothing, or something impossible, was selected for comparison."""
+
+
+class ResultsError(ForensicsError):
+    """A results file that is unreadable, of another schema version, or cannot be written."""
+
+
+class BudgetError(ForensicsError):
+    """A byte budget too small for the requested work."""
