@@ -1,0 +1,179 @@
+"""PNG plots drawn with matplotlib's Agg canvas (no pyplot, no global state, no display needed)."""
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from solarforensics.results.document import write_bytes_atomic
+
+RAW_COLOR = "#d95f02"
+CENTERED_COLOR = "#1b63a5"
+NULL_COLOR = "#8c8c8c"
+MARKERS = ("o", "s", "^", "D", "v", "P")
+_LAYER_PREFIX = re.compile(r"^.*?\b(?:layers|layer|h|blocks|blk|block)\.\d+\.")
+
+
+def has_layer_profile(doc: dict, group: str) -> bool:
+    """True when the group has at least two layers with both cosines to draw."""
+    return len({layer for layer, _, _, _ in _profile_points(doc, group)}) >= 2
+
+
+def has_layer_matrix(doc: dict, group: str) -> bool:
+    matrix = (doc.get("layer_matrices") or {}).get(group)
+    return isinstance(matrix, dict) and bool(matrix.get("values")) and bool(matrix["values"][0])
+
+
+def layer_profile_png(doc: dict, group: str) -> bytes:
+    """Per-layer raw cosine and centered cosine of one group, over the shuffle-null band and the baselines."""
+    figure, axes = _figure(8.0, 3.8)
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for layer, role, cosine, pearson in _profile_points(doc, group):
+        series.setdefault(role, []).append((layer, cosine, pearson))
+    baselines = doc.get("baselines") or {}
+    shuffle = baselines.get("shuffle") or {}
+    if _numbers(shuffle.get("null_q05"), shuffle.get("null_q95")):
+        axes.axhspan(shuffle["null_q05"], shuffle["null_q95"], color=NULL_COLOR, alpha=0.3, lw=0,
+                     label=f"shuffle null q05–q95 ({shuffle.get('statistic', 'statistic')})")
+    reference = baselines.get("reference_null") or {}
+    if _numbers(reference.get("cosine_mean")):
+        axes.axhline(reference["cosine_mean"], color=RAW_COLOR, lw=1, ls=":",
+                     label="reference null: raw cosine of independent same-mean vectors")
+    within = baselines.get("within_model") or {}
+    for side, style in (("a", "--"), ("b", "-.")):
+        base = within.get(side) or {}
+        if _numbers(base.get("mean")):
+            axes.axhline(base["mean"], color=NULL_COLOR, lw=1, ls=style,
+                         label=f"within-model baseline {side.upper()} ({base.get('metric', '')})")
+    for index, (role, points) in enumerate(sorted(series.items())):
+        points.sort()
+        layers = [p[0] for p in points]
+        marker = MARKERS[index % len(MARKERS)]
+        suffix = f" · {role}" if len(series) > 1 else ""
+        axes.plot(layers, [p[1] for p in points], color=RAW_COLOR, marker=marker, ms=4, lw=1.5,
+                  label=f"raw cosine{suffix}")
+        axes.plot(layers, [p[2] for p in points], color=CENTERED_COLOR, marker=marker, ms=4, lw=1.5,
+                  label=f"centered (Pearson){suffix}")
+    values = [v for points in series.values() for p in points for v in p[1:]]
+    axes.set_ylim(min(-0.1, min(values) - 0.05), max(1.05, max(values) + 0.05))
+    axes.axhline(0, color="black", lw=0.6)
+    models = doc.get("models") or {}
+    axes.set_title(f"{group}: {models.get('a', 'A')} vs {models.get('b', 'B')}", fontsize=11)
+    axes.set_xlabel("layer (A)")
+    axes.set_ylabel("similarity")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return _png(figure)
+
+
+def layer_matrix_png(doc: dict, group: str) -> bytes:
+    """Heatmap of one group's L_A x L_B layer matrix."""
+    matrix = doc["layer_matrices"][group]
+    values = _grid(matrix["values"])
+    layers_a = list(matrix.get("layers_a") or range(len(values)))
+    layers_b = list(matrix.get("layers_b") or range(len(values[0])))
+    size = min(9.0, 3.5 + 0.12 * max(len(layers_a), len(layers_b)))
+    figure, axes = _figure(size + 1.2, size)
+    image = axes.imshow(values, cmap="viridis", aspect="auto", interpolation="nearest")
+    figure.colorbar(image, ax=axes, label=str(matrix.get("metric", "")))
+    _layer_ticks(axes.set_yticks, axes.set_yticklabels, layers_a)
+    _layer_ticks(axes.set_xticks, axes.set_xticklabels, layers_b)
+    models = doc.get("models") if isinstance(doc.get("models"), dict) else {}
+    axes.set_ylabel(f"layer of A ({models.get('a', 'A')})")
+    axes.set_xlabel(f"layer of B ({models.get('b', 'B')})")
+    axes.set_title(f"{group}: {matrix.get('metric', '')} — diagonal {_short(matrix.get('diagonal_mean'))}, "
+                   f"off-diagonal {_short(matrix.get('off_diagonal_mean'))}", fontsize=10)
+    return _png(figure)
+
+
+def matrix_png(doc: dict, group: str, metric: str) -> bytes:
+    """Heatmap of a `matrix` document's N x N matrix for one group and metric, cells annotated when few."""
+    models = [str(m) for m in doc.get("models") or []]
+    values = _grid(doc["matrices"][group][metric])
+    size = min(10.0, 3.0 + 0.7 * len(models))
+    figure, axes = _figure(size + 1.4, size)
+    bounded = metric in ("pearson", "cosine")
+    image = axes.imshow(values, cmap="RdBu_r" if bounded else "viridis", interpolation="nearest",
+                        vmin=-1 if bounded else (0 if metric == "identical_fraction" else None),
+                        vmax=1 if bounded or metric == "identical_fraction" else None)
+    figure.colorbar(image, ax=axes, label=metric, shrink=0.8)
+    labels = [_short_model(m) for m in models]
+    axes.set_xticks(range(len(models)), labels, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(len(models)), labels, fontsize=8)
+    if len(models) <= 12:
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                if not math.isnan(value):
+                    level = float(image.norm(value))
+                    # RdBu_r is dark at both ends, viridis at the low end: pick the readable text colour.
+                    dark = abs(level - 0.5) > 0.3 if bounded else level < 0.6
+                    axes.text(j, i, _short(value), ha="center", va="center", fontsize=8,
+                              color="white" if dark else "black")
+    axes.set_title(f"{group}: {metric}", fontsize=11)
+    return _png(figure)
+
+
+def matrix_heatmap(doc: dict, group: str, metric: str, path: Path) -> Path:
+    """Write the heatmap of a `matrix` document as a PNG at `path` (atomically); returns the path."""
+    return write_bytes_atomic(matrix_png(doc, group, metric), Path(path))
+
+
+def role_name(tensor: str) -> str:
+    """'model.layers.7.input_layernorm.weight' -> 'input_layernorm'."""
+    short = _LAYER_PREFIX.sub("", tensor)
+    return short[: -len(".weight")] if short.endswith(".weight") else short
+
+
+def _profile_points(doc: dict, group: str) -> list[tuple[int, str, float, float]]:
+    points = []
+    for row in doc.get("rows") or []:
+        if not isinstance(row, dict) or row.get("group") != group or not row.get("comparable"):
+            continue
+        if isinstance(row.get("layer_a"), int) and _numbers(row.get("cosine"), row.get("pearson")):
+            points.append((row["layer_a"], role_name(str(row.get("tensor_a", ""))), row["cosine"], row["pearson"]))
+    return points
+
+
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    # Imported here: terminal rendering and `import solarforensics` must not pay for matplotlib.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _grid(values: list) -> list[list[float]]:
+    """Matrix rows with None as NaN, which imshow leaves blank."""
+    return [[float(v) if isinstance(v, (int, float)) else math.nan for v in row] for row in values]
+
+
+def _layer_ticks(set_ticks: Any, set_labels: Any, layers: list) -> None:
+    step = max(1, math.ceil(len(layers) / 16))
+    positions = list(range(0, len(layers), step))
+    set_ticks(positions)
+    set_labels([str(layers[p]) for p in positions], fontsize=8)
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def _short(value: Any) -> str:
+    if not _numbers(value):
+        return "—"
+    return f"{value:.3g}" if abs(value) < 0.99 or value == 1 else f"{value:.4f}"
+
+
+def _short_model(name: str) -> str:
+    """Last path component of a model spec, cut to 24 characters."""
+    tail = name.rstrip("/").split("/")[-1].split(":")[-1]
+    return tail if len(tail) <= 24 else tail[:23] + "…"

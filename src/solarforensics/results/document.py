@@ -1,0 +1,276 @@
+"""The versioned results document: build, scrub, validate, write atomically, read back."""
+
+import json
+import math
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+from solarforensics.errors import ResultsError
+
+SCHEMA_VERSION = 1
+KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license")
+SCHEMA_FILE = Path(__file__).with_name(f"schema-v{SCHEMA_VERSION}.json")
+
+# Light mirror of the JSON Schema's `required` lists, so reading needs no jsonschema at run time.
+COMMON_KEYS = {
+    "schema_version": int, "kind": str, "tool": dict, "created_at": str, "command": dict, "sources": list,
+    "device": str, "accumulation_dtype": str, "replica": bool, "complete": bool, "warnings": list,
+    "summary": dict, "timings": dict,
+}
+KIND_KEYS = {
+    "compare": {"models": dict, "groups": list, "layers_mode": str, "rows": list, "only_in_a": list,
+                "only_in_b": list, "baselines": dict, "layer_matrices": dict},
+    "matrix": {"models": list, "groups": list, "matrices": dict},
+    "inspect": {"parameters": int, "tensors": int, "shards": list, "dtypes": dict, "config_summary": dict,
+                "bytes_transferred": int, "requests": int},
+    "provenance": {"verdict": str, "p_value": (int, float, type(None)), "log10_p_value": (int, float, type(None)),
+                   "tests": list, "alignment": (dict, type(None))},
+}
+COMPARE_ROW_KEYS = (
+    "group", "layer_a", "layer_b", "tensor_a", "tensor_b", "shape_a", "shape_b", "comparable", "truncated", "reason",
+    "cosine", "pearson", "cos_minus_one", "spearman", "mad", "rel_l2", "max_abs_diff", "equal_fraction",
+    "bytes_equal", "rows_equal", "sha256_a", "sha256_b", "p_shuffle", "log10_p_shuffle", "nonfinite_a", "nonfinite_b",
+)
+PROVENANCE_TEST_KEYS = ("name", "applicable", "statistic", "null", "p_value", "log10_p_value", "effect", "notes")
+VERDICTS = ("derived", "independent", "inconclusive")
+
+_SECRET_OPTIONS = ("--token", "--hf-token")
+_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{10,}")
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def schema() -> dict:
+    """The JSON Schema (draft 2020-12) of the current version."""
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def tool_version() -> str:
+    """The installed solarforensics version ('unknown' when run from an uninstalled tree)."""
+    try:
+        return metadata.version("solarforensics")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with a 'Z' suffix, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scrub_argv(argv: Sequence[str]) -> list[str]:
+    """Argv with token values and anything shaped like an HF token replaced by '***'."""
+    scrubbed: list[str] = []
+    hide_next = False
+    for arg in argv:
+        arg = str(arg)
+        if hide_next:
+            scrubbed.append("***")
+            hide_next = False
+            continue
+        option, equals, _value = arg.partition("=")
+        if option in _SECRET_OPTIONS:
+            if equals:
+                scrubbed.append(f"{option}=***")
+            else:
+                scrubbed.append(arg)
+                hide_next = True
+            continue
+        scrubbed.append(_HF_TOKEN.sub("***", arg))
+    return scrubbed
+
+
+def new_document(kind: str, argv: Sequence[str], **fields: Any) -> dict:
+    """A document of `kind` with the common keys filled; `fields` add or override keys."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown results kind {kind!r}; known: {', '.join(KINDS)}")
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "tool": {"name": "solarforensics", "version": tool_version()},
+        "created_at": utc_now(),
+        "command": {"argv": scrub_argv(argv)},
+        "sources": [],
+        # "n/a" until the analysis says which device and dtype its sums ran in.
+        "device": "n/a",
+        "accumulation_dtype": "n/a",
+        "replica": False,
+        "complete": True,
+        "warnings": [],
+        "summary": {},
+        "timings": {},
+    }
+    doc.update(fields)
+    return doc
+
+
+def to_json_value(value: Any, where: str = "document") -> Any:
+    """Plain-JSON copy of `value`: NaN/inf become None, numpy scalars become Python numbers; else ResultsError."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ResultsError(f"cannot write results: key {key!r} in {where} is not a string")
+            out[key] = to_json_value(item, f"{where}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    # numpy / torch scalars: duck-typed so results/ need not import them.
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return to_json_value(value.item(), where)
+    raise ResultsError(f"cannot write results: {where} holds a {type(value).__name__}, which is not JSON")
+
+
+def dumps_document(doc: dict) -> str:
+    """The document as the JSON text `write_document` writes (also for `--json`)."""
+    return json.dumps(to_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_bytes_atomic(data: bytes, path: Path) -> Path:
+    """Write `data` to `path` via a temp file in the same folder, fsync and rename; readers never see half a file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        _remove_quietly(tmp_name)
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _remove_quietly(tmp_name)
+        raise
+    return path
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    """Atomic UTF-8 text write (reports, Markdown, HTML)."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def write_document(doc: dict, path: Path) -> Path:
+    """Serialise `doc` (NaN/inf -> null) and write it atomically; an existing file survives any failure."""
+    text = dumps_document(doc)  # serialise fully before touching the disk
+    return write_bytes_atomic(text.encode("utf-8"), Path(path))
+
+
+def read_document(path: Path) -> dict:
+    """Load and check a results file; every problem is a one-line ResultsError."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"results file {path} does not exist")
+    if path.is_dir():
+        raise ResultsError(f"results file {path} is a folder, not a JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ResultsError(f"results file {path} is not UTF-8 text; not a solarforensics results file") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read results file {path}: {exc.strerror or exc}") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(
+            f"results file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ResultsError(f"results file {path} holds a JSON {type(doc).__name__}, not a results document object")
+    version = doc.get("schema_version")
+    if version is None:
+        raise ResultsError(f"results file {path} has no schema_version; it was not written by solarforensics")
+    if version != SCHEMA_VERSION:
+        advice = (
+            "upgrade solarforensics to read it" if isinstance(version, int) and version > SCHEMA_VERSION
+            else "re-run the command that produced it to regenerate it"
+        )
+        raise ResultsError(
+            f"results file {path} was written by schema version {version}; "
+            f"this solarforensics reads version {SCHEMA_VERSION} — {advice}"
+        )
+    problems = validate_document(doc)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ResultsError(f"results file {path} is not a valid results document: {problems[0]}{more}")
+    return doc
+
+
+def validate_document(doc: Any) -> list[str]:
+    """Cheap structural checks (required keys and their types per kind); [] means it looks right."""
+    if not isinstance(doc, dict):
+        return [f"document is a {type(doc).__name__}, expected an object"]
+    problems = _check_keys(doc, COMMON_KEYS, "")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"schema_version is {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    kind = doc.get("kind")
+    if isinstance(kind, str) and kind not in KINDS:
+        problems.append(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    problems += _check_keys(doc, KIND_KEYS.get(kind, {}), "")
+    if kind == "compare" and isinstance(doc.get("rows"), list):
+        for i, row in enumerate(doc["rows"]):
+            problems += _check_row(row, COMPARE_ROW_KEYS, f"rows[{i}]")
+    if kind == "provenance":
+        if "verdict" in doc and doc["verdict"] not in VERDICTS:
+            problems.append(f"verdict {doc['verdict']!r} is not one of {', '.join(VERDICTS)}")
+        for i, test in enumerate(doc.get("tests") or []):
+            problems += _check_row(test, PROVENANCE_TEST_KEYS, f"tests[{i}]")
+    return problems
+
+
+def _check_keys(doc: dict, expected: dict, prefix: str) -> list[str]:
+    problems = []
+    for key, types in expected.items():
+        if key not in doc:
+            problems.append(f"missing key {prefix}{key!r}")
+        elif not isinstance(doc[key], types) or (types is int and isinstance(doc[key], bool)):
+            problems.append(f"key {prefix}{key!r} has type {type(doc[key]).__name__}")
+    return problems
+
+
+def _check_row(row: Any, keys: Sequence[str], where: str) -> list[str]:
+    if not isinstance(row, dict):
+        return [f"{where} is a {type(row).__name__}, expected an object"]
+    missing = [key for key in keys if key not in row]
+    return [f"{where} is missing {', '.join(missing)}"] if missing else []
+
+
+def slugify(name: str) -> str:
+    """A file-name-safe form of a model spec: no '/', no '..', only [A-Za-z0-9._-]."""
+    text = name.strip()
+    if text.startswith("hf:"):
+        text = text[3:]
+    text = text.strip("/\\").replace("/", "--").replace("\\", "--")
+    text = _UNSAFE_NAME_CHARS.sub("-", text)
+    text = re.sub(r"\.{2,}", ".", text).strip(".-")
+    return text[:80] or "model"
+
+
+def default_out_path(kind: str, models: Sequence[str], groups: Sequence[str] = (), root: Path = Path("results")) -> Path:
+    """Default --out: compare -> results/<a>-vs-<b>-<groups>.json; others -> results/<kind>-<models...>[-<groups>].json."""
+    names = [slugify(model) for model in models]
+    stem = "-vs-".join(names) if kind == "compare" else "-".join([kind, *names])
+    if groups:
+        stem += "-" + "_".join(slugify(group) for group in groups)
+    return Path(root) / f"{stem[:200]}.json"
+
+
+def _remove_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass

@@ -1,0 +1,185 @@
+"""What every source offers: config, tensor refs, tensor reads, small files, and a record of what it read."""
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from solarforensics.errors import FormatError, NotFoundError
+from solarforensics.sources.cache import RangeCache
+from solarforensics.sources.ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, DEFAULT_WORKERS, assemble, fetch_spans, plan_spans
+from solarforensics.sources.safetensors_format import TensorRef, tensor_from_bytes
+
+MAX_TEXT_FILE_BYTES = 64 << 20  # config/tokenizer/licence files: tokenizer.json of big vocabularies is ~20 MB
+
+
+@dataclass
+class FileRecord:
+    name: str
+    size: int
+    etag: str | None = None
+
+
+@dataclass
+class Provenance:
+    """What a source read: identity (spec, repo, commit) and cost (bytes, requests, ranges, cache hits)."""
+
+    spec: str
+    kind: str
+    repo: str | None = None
+    path: str | None = None
+    endpoint: str | None = None
+    requested_revision: str | None = None
+    resolved_commit: str | None = None
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    bytes_transferred: int = 0
+    requests: int = 0
+    ranges: int = 0
+    cache_hits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, nbytes: int = 0, requests: int = 0, ranges: int = 0, cache_hits: int = 0) -> None:
+        with self._lock:
+            self.bytes_transferred += nbytes
+            self.requests += requests
+            self.ranges += ranges
+            self.cache_hits += cache_hits
+
+    def as_dict(self) -> dict:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "repo": self.repo,
+            "path": self.path,
+            "endpoint": self.endpoint,
+            "requested_revision": self.requested_revision,
+            "resolved_commit": self.resolved_commit,
+            "files": [vars(f).copy() for f in sorted(self.files.values(), key=lambda f: f.name)],
+            "bytes_transferred": self.bytes_transferred,
+            "requests": self.requests,
+            "ranges": self.ranges,
+            "cache_hits": self.cache_hits,
+        }
+
+
+class TensorSource:
+    """Base of every source. Subclasses fill `tensors`, `config`, `provenance` and implement `_fetch` and `_read_small`."""
+
+    name: str
+    spec: str
+    config: dict | None
+    tensors: dict[str, TensorRef]
+    provenance: Provenance
+    cache: RangeCache | None = None
+    cache_namespace: tuple = ()
+    max_gap: int = DEFAULT_MAX_GAP
+    max_span: int = DEFAULT_MAX_SPAN
+    workers: int = DEFAULT_WORKERS
+
+    def _fetch(self, file: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of one weight file, checked to be exactly those."""
+        raise NotImplementedError
+
+    def _read_small(self, filename: str, max_bytes: int) -> bytes | None:
+        """A whole small file of the repo/folder, or None if it does not exist."""
+        raise NotImplementedError
+
+    def list_files(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- shared behaviour ------------------------------------------------------------------------------------------
+
+    def ref(self, name: str) -> TensorRef:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise NotFoundError(f"{self.name}: no tensor named {name!r}") from None
+
+    def planned_bytes(self, names: Iterable[str]) -> int:
+        return sum(self.ref(n).nbytes for n in set(names))
+
+    def read_bytes(self, names: Iterable[str], progress: Callable[[int], None] | None = None) -> dict[str, bytearray]:
+        """Raw bytes of the named tensors: cached ranges first, the rest in coalesced concurrent requests."""
+        refs = [self.ref(n) for n in dict.fromkeys(names)]
+        out: dict[str, bytearray] = {}
+        missing = []
+        for ref in refs:
+            cached = self._cache_get(ref)
+            if cached is not None:
+                out[ref.name] = cached
+                self.provenance.count(cache_hits=1)
+                if progress:
+                    progress(ref.nbytes)
+            else:
+                missing.append(ref)
+        spans = plan_spans(((r.file, r.start, r.end) for r in missing if r.nbytes), self.max_gap, self.max_span)
+
+        def fetch(file: str, start: int, end: int) -> bytes:
+            data = self._fetch(file, start, end)
+            if progress:
+                progress(len(data))
+            return data
+
+        pieces = fetch_spans(spans, fetch, self.workers)
+        for ref in missing:
+            data = assemble(pieces, ref.file, ref.start, ref.end) if ref.nbytes else bytearray()
+            out[ref.name] = data
+            self._cache_put(ref, data)
+        return out
+
+    def read_tensors(self, names: Iterable[str], progress: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+        """The named tensors, read in one batch of coalesced requests."""
+        raw = self.read_bytes(names, progress)
+        return {name: tensor_from_bytes(buf, self.tensors[name]) for name, buf in raw.items()}
+
+    def iter_tensors(
+        self, names: Iterable[str], batch_bytes: int = 256 << 20, progress: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield tensors in batches of about `batch_bytes`, so memory stays bounded whatever the selection."""
+        batch: list[str] = []
+        size = 0
+        for name in dict.fromkeys(names):
+            batch.append(name)
+            size += self.ref(name).nbytes
+            if size >= batch_bytes:
+                yield from self.read_tensors(batch, progress).items()
+                batch, size = [], 0
+        if batch:
+            yield from self.read_tensors(batch, progress).items()
+
+    def read_text(self, filename: str, max_bytes: int = MAX_TEXT_FILE_BYTES) -> str | None:
+        """A small text file (config, tokenizer, licence) or None if absent; bounded and strictly decoded."""
+        data = self._read_small(filename, max_bytes)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"{self.name}: {filename} is not UTF-8 text") from None
+
+    def read_json(self, filename: str, max_bytes: int = MAX_TEXT_FILE_BYTES):
+        text = self.read_text(filename, max_bytes)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise FormatError(f"{self.name}: {filename} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+    def parameters(self) -> int:
+        return sum(ref.numel for ref in self.tensors.values())
+
+    def _cache_key(self, ref: TensorRef) -> tuple:
+        record = self.provenance.files.get(ref.file)
+        return (*self.cache_namespace, ref.file, record.etag if record else None, ref.start, ref.end)
+
+    def _cache_get(self, ref: TensorRef) -> bytearray | None:
+        if self.cache is None or not ref.nbytes:
+            return None
+        return self.cache.get(self._cache_key(ref), ref.nbytes)
+
+    def _cache_put(self, ref: TensorRef, data: bytearray) -> None:
+        if self.cache is not None and ref.nbytes:
+            self.cache.put(self._cache_key(ref), data)

@@ -1,0 +1,284 @@
+"""Tensors from a Hugging Face Hub repo (or any endpoint speaking its protocol), read with exact, checked range requests.
+
+The revision is resolved to a commit sha once and every URL is built from that sha, so a push during a run cannot mix
+two versions. Every ranged answer must be a 206 whose Content-Range and length are exactly what was asked, and the
+file's ETag must not change between reads: anything else stops the run with one clear line, never wrong bytes.
+"""
+
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2
+from huggingface_hub import HfApi, get_token, hf_hub_url
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+
+from solarforensics import __version__
+from solarforensics.errors import AccessError, FormatError, NotFoundError, SpecError, TransferError
+from solarforensics.sources.base import FileRecord, Provenance, TensorSource
+from solarforensics.sources.cache import RangeCache
+from solarforensics.sources.layout import check_index, merge_headers, weight_files
+from solarforensics.sources.safetensors_format import header_length, parse_header
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+TIMEOUT_S = float(os.environ.get("SOLARFORENSICS_TIMEOUT", 60))
+HTTP_RETRIES = int(os.environ.get("SOLARFORENSICS_RETRIES", 5))  # for 429/5xx/connection errors (huggingface_hub's backoff)
+BODY_ATTEMPTS = 4  # for bodies cut short or ranges answered wrongly: the whole range is asked again
+MIN_HEADER_PROBE = 4096
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def hub_errors(repo: str, revision: str | None, endpoint: str):
+    """Context manager turning huggingface_hub / httpx2 exceptions into our one-line errors."""
+    return _HubErrors(repo, revision, endpoint)
+
+
+class _HubErrors:
+    def __init__(self, repo, revision, endpoint):
+        self.repo, self.revision, self.endpoint = repo, revision, endpoint
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None or not isinstance(err, Exception):
+            return False
+        repo = self.repo
+        if isinstance(err, hf_errors.GatedRepoError):
+            raise AccessError(
+                f"{repo} is gated and this token has no access (or no token was given)",
+                "request access on the model page, then set HF_TOKEN or run `hf auth login`",
+            ) from None
+        if isinstance(err, hf_errors.RepositoryNotFoundError):
+            raise NotFoundError(
+                f"repo {repo} not found at {self.endpoint}", "check the name; a private repo also needs HF_TOKEN"
+            ) from None
+        if isinstance(err, hf_errors.RevisionNotFoundError):
+            raise NotFoundError(f"revision {self.revision!r} not found in {repo}", "check the branch, tag or sha") from None
+        if isinstance(err, (hf_errors.RemoteEntryNotFoundError, hf_errors.EntryNotFoundError)):
+            raise NotFoundError(f"a file was not found in {repo}: {_first_line(err)}") from None
+        if isinstance(err, hf_errors.DisabledRepoError):
+            raise AccessError(f"{repo} is disabled on the Hub") from None
+        if isinstance(err, hf_errors.OfflineModeIsEnabled if hasattr(hf_errors, "OfflineModeIsEnabled") else ()):
+            raise TransferError(f"cannot read {repo}: HF_HUB_OFFLINE is set", "unset it to read from the Hub") from None
+        if isinstance(err, hf_errors.HfHubHTTPError):
+            status = getattr(err.response, "status_code", None)
+            if status == 429:
+                after = err.response.headers.get("retry-after", "?")
+                raise TransferError(f"rate limited by {self.endpoint} after retries (Retry-After: {after}s)", "retry later") from None
+            raise TransferError(f"{self.endpoint} answered HTTP {status} for {repo}: {_first_line(err)}") from None
+        if isinstance(err, httpx2.HTTPError):
+            raise TransferError(
+                f"cannot reach {self.endpoint} ({type(err).__name__}: {_first_line(err) or 'no answer'})",
+                "check the network or HF_ENDPOINT",
+            ) from None
+        return False
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+class HubSource(TensorSource):
+    """A model repo on the Hub, pinned to one commit."""
+
+    def __init__(
+        self,
+        repo: str,
+        revision: str | None = None,
+        *,
+        spec: str | None = None,
+        endpoint: str | None = None,
+        token: str | None = None,
+        cache: RangeCache | None = None,
+        max_gap: int | None = None,
+        workers: int | None = None,
+    ):
+        if not _REPO_ID.match(repo):
+            raise SpecError(f"{repo!r} is not a Hub repo id (expected owner/name)")
+        self.repo, self.name = repo, repo
+        self.spec = spec or repo
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        token = token if token is not None else get_token()
+        # The token lives only in these headers: never in URLs, logs, errors or results.
+        self._headers = build_hf_headers(token=token or False, library_name="solarforensics", library_version=__version__)
+        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics")
+        if max_gap is not None:
+            self.max_gap = max_gap
+        if workers is not None:
+            self.workers = workers
+        self.cache = cache
+        self._etags: dict[str, str | None] = {}
+        self._etag_lock = threading.Lock()
+        with hub_errors(repo, revision, self.endpoint):
+            info = self._api.model_info(repo, revision=revision, files_metadata=True)
+        if not info.sha:
+            raise TransferError(f"{self.endpoint} gave no commit sha for {repo}; cannot pin the revision")
+        self.commit = info.sha
+        self.card_data = dict(info.card_data or {}) if getattr(info, "card_data", None) else {}
+        self.provenance = Provenance(
+            spec=self.spec, kind="hub", repo=repo, endpoint=self.endpoint,
+            requested_revision=revision or "main", resolved_commit=self.commit,
+        )  # fmt: skip
+        self.provenance.count(requests=1)
+        self.cache_namespace = (self.endpoint, repo, self.commit)
+        self._sizes = {s.rfilename: s.size for s in info.siblings or []}
+        shards, weight_map = weight_files(list(self._sizes), self.read_json, repo)
+        self.tensors = merge_headers(self._read_headers(shards, weight_map), repo)
+        check_index(weight_map, self.tensors, repo)
+        self.config = self.read_json("config.json")
+
+    def list_files(self) -> list[str]:
+        return sorted(self._sizes)
+
+    # -- headers ---------------------------------------------------------------------------------------------------
+
+    def _read_headers(self, shards: list[str], weight_map: dict | None) -> dict:
+        def one(shard: str):
+            return shard, self._read_header(shard, _probe_size(shard, weight_map))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(shards)))) as pool:
+            return dict(pool.map(one, shards))
+
+    def _read_header(self, shard: str, probe: int):
+        size = self._file_size(shard)
+        key = (*self.cache_namespace, "header", shard)
+        cached = self.cache.get_json(key) if self.cache else None
+        if cached is not None:
+            self._remember_etag(shard, cached["etag"])
+            self.provenance.files[shard] = FileRecord(shard, size, cached["etag"])
+            self.provenance.count(cache_hits=1)
+            header = bytes.fromhex(cached["header"])
+        else:
+            first = self._fetch(shard, 0, min(size, max(probe, MIN_HEADER_PROBE)))
+            n = header_length(first, shard, size)
+            header = bytes(first[8 : 8 + n]) if len(first) >= 8 + n else bytes(self._fetch(shard, 8, 8 + n))
+            if self.cache:
+                self.cache.put_json(key, {"etag": self._etags.get(shard), "header": header.hex()})
+        tensors, _ = parse_header(header, shard, size)
+        return tensors
+
+    def _file_size(self, file: str) -> int:
+        size = self._sizes.get(file)
+        if size is None:
+            with hub_errors(self.repo, self.commit, self.endpoint):
+                size = self._api.get_hf_file_metadata(url=self._url(file)).size
+            self.provenance.count(requests=1)
+            self._sizes[file] = size
+        return size
+
+    # -- bytes -----------------------------------------------------------------------------------------------------
+
+    def _url(self, file: str) -> str:
+        return hf_hub_url(self.repo, file, revision=self.commit, endpoint=self.endpoint)
+
+    def _fetch(self, file: str, start: int, end: int) -> bytearray:
+        size = self._file_size(file)
+        problem = ""
+        for _ in range(BODY_ATTEMPTS):
+            try:
+                with hub_errors(self.repo, self.commit, self.endpoint):
+                    return self._fetch_once(file, start, end, size)
+            except _Retry as retry:
+                problem = str(retry)
+        raise TransferError(f"{self.repo}/{file}: bytes {start}-{end - 1} could not be read intact: {problem}")
+
+    def _fetch_once(self, file: str, start: int, end: int, size: int) -> bytearray:
+        headers = {**self._headers, "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        try:
+            with http_stream_backoff(
+                "GET", self._url(file), headers=headers, timeout=TIMEOUT_S, max_retries=HTTP_RETRIES
+            ) as response:
+                self.provenance.count(requests=1 + len(response.history))
+                if response.status_code >= 400:
+                    response.read()
+                    hf_raise_for_status(response)
+                if response.status_code == 200:
+                    raise TransferError(
+                        f"{self.endpoint} ignored the Range header for {self.repo}/{file} and started sending the "
+                        f"whole {size:,}-byte file; stopped without downloading it",
+                        "use a server or proxy that supports range requests",
+                    )
+                if response.status_code != 206:
+                    raise _Retry(f"HTTP {response.status_code} instead of 206")
+                self._check_etag(file, response)
+                self._check_content_range(response.headers.get("content-range", ""), start, end, size)
+                buf = bytearray(end - start)
+                got = 0
+                try:
+                    for chunk in response.iter_raw():
+                        if got + len(chunk) > len(buf):
+                            raise _Retry(f"server sent more than the {len(buf)} bytes asked")
+                        buf[got : got + len(chunk)] = chunk
+                        got += len(chunk)
+                except httpx2.TransportError as err:  # must not reach http_stream_backoff: it cannot retry a body
+                    raise _Retry(f"{type(err).__name__} while reading the body") from None
+                self.provenance.count(nbytes=got, ranges=1)
+                if got != len(buf):
+                    raise _Retry(f"body cut short ({got} of {len(buf)} bytes)")
+                return buf
+        except httpx2.TransportError as err:  # connection lost after the retries of the request itself
+            raise _Retry(f"{type(err).__name__}") from None
+
+    @staticmethod
+    def _check_content_range(value: str, start: int, end: int, size: int) -> None:
+        match = _CONTENT_RANGE.fullmatch(value.strip())
+        if not match:
+            raise _Retry(f"missing or malformed Content-Range {value[:80]!r}")
+        first, last, total = int(match[1]), int(match[2]), match[3]
+        if (first, last) != (start, end - 1) or (total != "*" and int(total) != size):
+            raise _Retry(f"Content-Range {value!r} does not match the requested bytes {start}-{end - 1}/{size}")
+
+    def _check_etag(self, file: str, response) -> None:
+        hops = [*response.history, response]
+        etag = None
+        for hop in hops:  # the Hub's own answer (before any CDN redirect) carries the file's sha256 as X-Linked-Etag
+            etag = hop.headers.get("x-linked-etag") or etag
+        if etag is None:
+            etag = response.headers.get("etag")
+        etag = etag.strip().removeprefix("W/").strip('"') if etag else None
+        self._remember_etag(file, etag)
+
+    def _remember_etag(self, file: str, etag: str | None) -> None:
+        with self._etag_lock:
+            known = self._etags.setdefault(file, etag)
+            record = self.provenance.files.setdefault(file, FileRecord(file, self._sizes.get(file, 0), etag))
+            if record.etag is None:
+                record.etag = etag
+        if etag is not None and known is not None and etag != known:
+            raise TransferError(
+                f"{self.repo}/{file} changed during the run (ETag {known[:12]}… then {etag[:12]}…)",
+                "rerun; results are only valid for one version of a file",
+            )
+
+    def _read_small(self, filename: str, max_bytes: int) -> bytes | None:
+        if filename not in self._sizes:
+            return None
+        size = self._sizes[filename]
+        if size is not None and size > max_bytes:
+            raise FormatError(f"{self.repo}/{filename}: {size:,} bytes, over the {max_bytes:,}-byte limit")
+        with hub_errors(self.repo, self.commit, self.endpoint):
+            path = self._api.hf_hub_download(self.repo, filename, revision=self.commit)
+        self.provenance.count(requests=1)
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise FormatError(f"{self.repo}/{filename}: over the {max_bytes:,}-byte limit")
+        return data
+
+
+class _Retry(Exception):
+    """A ranged answer that was not exactly what was asked; the range is asked again."""
+
+
+def _probe_size(shard: str, weight_map: dict | None) -> int:
+    """Guess a header's size from the index (JSON of ~100 bytes per tensor plus its name), so the first ranged read
+    usually holds the whole header without reading far into the tensor data."""
+    if weight_map is None:
+        return 64 << 10
+    names = [name for name, file in weight_map.items() if file == shard]
+    return 8 + 256 + sum(len(name) + 112 for name in names)

@@ -1,0 +1,72 @@
+"""Tensors from a local folder or a single .safetensors file, read with positioned reads (no whole-file loads)."""
+
+import os
+from pathlib import Path
+
+from solarforensics.errors import FormatError, NotFoundError
+from solarforensics.sources.base import FileRecord, Provenance, TensorSource
+from solarforensics.sources.layout import PICKLE_SUFFIXES, check_index, merge_headers, refuse_pickle, weight_files
+from solarforensics.sources.safetensors_format import header_length, parse_header
+
+
+class LocalSource(TensorSource):
+    """A checkpoint folder (sharded or not) or one .safetensors file."""
+
+    def __init__(self, path: Path, spec: str | None = None, max_gap: int | None = None, workers: int | None = None):
+        path = Path(path)
+        self.spec = spec or str(path)
+        self.name = path.name if path.name else str(path)
+        if not path.exists():
+            raise NotFoundError(f"{path}: no such file or folder")
+        if path.is_file():
+            if path.name.endswith(PICKLE_SUFFIXES):
+                refuse_pickle(str(path))
+            if not path.name.endswith(".safetensors"):
+                raise FormatError(f"{path}: not a .safetensors file or a checkpoint folder")
+            self.root, shards, weight_map = path.parent, [path.name], None
+        else:
+            self.root = path
+            files = self.list_files()
+            shards, weight_map = weight_files(files, self.read_json, str(path))
+        if max_gap is not None:
+            self.max_gap = max_gap
+        if workers is not None:
+            self.workers = workers
+        self.provenance = Provenance(spec=self.spec, kind="local", path=str(path.resolve()))
+        self.cache = None  # local reads are as fast as a cache
+        headers = {}
+        for shard in shards:
+            size = (self.root / shard).stat().st_size
+            self.provenance.files[shard] = FileRecord(shard, size)
+            headers[shard] = self._read_header(shard, size)
+        self.tensors = merge_headers(headers, str(path))
+        check_index(weight_map, self.tensors, str(path))
+        self.config = self.read_json("config.json") if path.is_dir() else None
+
+    def _read_header(self, shard: str, size: int):
+        prefix = self._fetch(shard, 0, min(8, size))
+        n = header_length(prefix, shard, size)
+        tensors, _ = parse_header(bytes(self._fetch(shard, 8, 8 + n)), shard, size)
+        return tensors
+
+    def list_files(self) -> list[str]:
+        return sorted(
+            str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def _fetch(self, file: str, start: int, end: int) -> bytearray:
+        buf = bytearray(end - start)
+        with open(self.root / file, "rb") as handle:
+            got = os.preadv(handle.fileno(), [buf], start) if end > start else 0
+        if got != end - start:
+            raise FormatError(f"{file}: file is shorter than its header says (wanted bytes {start}-{end})")
+        self.provenance.count(nbytes=got, requests=1, ranges=1)
+        return buf
+
+    def _read_small(self, filename: str, max_bytes: int) -> bytes | None:
+        path = self.root / filename
+        if not path.is_file():
+            return None
+        if path.stat().st_size > max_bytes:
+            raise FormatError(f"{path}: {path.stat().st_size:,} bytes, over the {max_bytes:,}-byte limit for {filename}")
+        return path.read_bytes()

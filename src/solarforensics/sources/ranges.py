@@ -1,0 +1,109 @@
+"""Byte ranges: coalesce the spans of the selected tensors into few requests, fetch them concurrently, split them back."""
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_GAP = int(os.environ.get("SOLARFORENSICS_MAX_GAP", 1 << 20))  # read through gaps up to 1 MiB
+DEFAULT_MAX_SPAN = int(os.environ.get("SOLARFORENSICS_MAX_SPAN", 64 << 20))  # but keep each request under 64 MiB
+DEFAULT_OVERREAD = float(os.environ.get("SOLARFORENSICS_OVERREAD", 0.02))  # read at most 2% extra bytes in gaps
+DEFAULT_WORKERS = int(os.environ.get("SOLARFORENSICS_WORKERS", 16))
+
+
+@dataclass
+class Span:
+    """One request: bytes [start, end) of `file`, covering the member ranges listed."""
+
+    file: str
+    start: int
+    end: int
+    members: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+def plan_spans(
+    ranges: Iterable[tuple[str, int, int]],
+    max_gap: int = DEFAULT_MAX_GAP,
+    max_span: int = DEFAULT_MAX_SPAN,
+    overread: float = DEFAULT_OVERREAD,
+) -> list[Span]:
+    """Group (file, start, end) ranges into requests.
+
+    Touching ranges always share a request. Gaps are read through smallest first, each at most `max_gap`, until the
+    bytes read in gaps reach `overread` x the bytes needed: fewer round trips for a bounded byte cost. A range larger
+    than `max_span` is cut into parts fetched in parallel.
+    """
+    ordered = sorted(set(ranges))
+    needed = sum(end - start for _, start, end in ordered)
+    gaps = sorted(
+        (ordered[i][1] - ordered[i - 1][2], i)
+        for i in range(1, len(ordered))
+        if ordered[i][0] == ordered[i - 1][0] and 0 < ordered[i][1] - ordered[i - 1][2] <= max_gap
+    )
+    joined, spent = set(), 0
+    for gap, i in gaps:
+        if spent + gap > overread * needed:
+            break
+        joined.add(i)
+        spent += gap
+    spans: list[Span] = []
+    for i, (file, start, end) in enumerate(ordered):
+        last = spans[-1] if spans else None
+        touching = last is not None and last.file == file and start <= last.end
+        if last is not None and (touching or i in joined) and max(end, last.end) - last.start <= max_span:
+            last.end = max(last.end, end)
+            last.members.append((start, end))
+        elif end - start <= max_span:
+            spans.append(Span(file, start, end, [(start, end)]))
+        else:
+            for part in range(start, end, max_span):  # a huge tensor becomes several parallel requests
+                spans.append(Span(file, part, min(end, part + max_span), [(part, min(end, part + max_span))]))
+    return spans
+
+
+def fetch_spans(
+    spans: list[Span], fetch: Callable[[str, int, int], bytes], workers: int = DEFAULT_WORKERS
+) -> dict[tuple[str, int, int], memoryview]:
+    """Fetch every span (concurrently) and return the bytes of each member range keyed by (file, start, end)."""
+    pieces: dict[tuple[str, int, int], memoryview] = {}
+
+    def one(span: Span) -> None:
+        data = memoryview(fetch(span.file, span.start, span.end))
+        for start, end in span.members:
+            pieces[(span.file, start, end)] = data[start - span.start : end - span.start]
+
+    if workers <= 1 or len(spans) <= 1:
+        for span in spans:
+            one(span)
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(spans))) as pool:
+            futures = [pool.submit(one, span) for span in spans]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # one clear error, not a pile of doomed requests
+                raise
+    return pieces
+
+
+def assemble(pieces: dict[tuple[str, int, int], memoryview], file: str, start: int, end: int) -> bytearray:
+    """Bytes [start, end) of `file` from fetched pieces that may cut it into consecutive parts."""
+    whole = pieces.get((file, start, end))
+    if whole is not None:
+        return bytearray(whole)
+    out = bytearray(end - start)
+    parts = sorted((s, e, v) for (f, s, e), v in pieces.items() if f == file and start <= s < end)
+    filled = start
+    for s, e, view in parts:
+        if s != filled:
+            break
+        out[s - start : e - start] = view
+        filled = e
+    if filled != end:
+        raise KeyError(f"bytes {start}-{end} of {file} were not fetched")
+    return out

@@ -1,0 +1,54 @@
+"""Source specs: `hf:owner/name[@rev]`, `owner/name[@rev]`, a local folder, or a single .safetensors file."""
+
+import re
+from pathlib import Path
+
+from solarforensics.errors import NotFoundError, SpecError
+from solarforensics.sources.base import TensorSource
+from solarforensics.sources.cache import RangeCache
+from solarforensics.sources.layout import PICKLE_SUFFIXES, refuse_pickle
+
+_HUB_SPEC = re.compile(r"^(?:hf:)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@([^\s@]+))?$")
+_FILE_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
+
+
+def parse_hub_spec(spec: str) -> tuple[str, str | None] | None:
+    """(repo, revision) for a Hub spec, None if the spec is not one."""
+    match = _HUB_SPEC.match(spec.strip())
+    return (match[1], match[2]) if match else None
+
+
+def open_source(
+    spec: str,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    max_gap: int | None = None,
+    workers: int | None = None,
+) -> TensorSource:
+    """Open whatever the spec names. Local paths win over Hub ids; `hf:` forces the Hub."""
+    from solarforensics.sources.hub import HubSource
+    from solarforensics.sources.local import LocalSource
+
+    if not spec or not spec.strip():
+        raise SpecError("empty model spec", "give a Hub id (owner/name[@rev]), an alias, a folder or a .safetensors file")
+    path = Path(spec).expanduser()
+    if not spec.startswith("hf:") and path.exists():
+        return LocalSource(path, spec=spec, max_gap=max_gap, workers=workers)
+    if spec.endswith(PICKLE_SUFFIXES):
+        refuse_pickle(spec)
+    hub = None if spec.endswith(_FILE_SUFFIXES) or spec.startswith(("/", ".", "~")) else parse_hub_spec(spec)
+    if hub is None:
+        if spec.endswith(_FILE_SUFFIXES) or "/" in spec or spec.startswith((".", "~")):
+            raise NotFoundError(f"{spec}: no such file or folder")
+        raise SpecError(
+            f"cannot understand model spec {spec!r}",
+            "give a Hub id (owner/name[@rev]), an alias (see `solarforensics models`), a folder or a .safetensors file",
+        )
+    repo, revision = hub
+    cache = RangeCache(cache_dir) if use_cache else None
+    return HubSource(
+        repo, revision, spec=spec, endpoint=endpoint, token=token, cache=cache, max_gap=max_gap, workers=workers
+    )

@@ -1,0 +1,75 @@
+"""Shared test set-up: every test gets its own HF/XDG homes and cache, and can start local Hub servers."""
+
+import os
+import tempfile
+
+# huggingface_hub reads these when it is imported (HUB-PROTOCOL.md pitfall 5), so they are set before any import.
+os.environ.update(
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_PROGRESS_BARS="1",
+    HF_HUB_DISABLE_XET="1",
+    HF_HUB_DISABLE_IMPLICIT_TOKEN="1",
+    HF_HOME=tempfile.mkdtemp(prefix="solarforensics-hf-home-"),
+    # A dead local port as the import-time default: a test that forgets its server fails fast, offline.
+    HF_ENDPOINT="http://127.0.0.1:9",
+)
+for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+    os.environ.pop(_name, None)
+
+import pytest  # noqa: E402
+
+from solarforensics.testing.hub_server import HubServer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """No test sees the user's token, Hub caches or our cache, nor another test's."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+    monkeypatch.setenv("SOLARFORENSICS_CACHE", str(tmp_path / "sfcache"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    _point_hf_cache_at(monkeypatch, tmp_path / "hf_home")
+
+
+@pytest.fixture
+def hub_server(monkeypatch):
+    """`start(root_or_store, **HubServer kwargs)` starts a local Hub and points HF_ENDPOINT at it; all stop at teardown."""
+    servers: list[HubServer] = []
+
+    def start(root, **kwargs) -> HubServer:
+        server = HubServer(root, **kwargs).start()
+        servers.append(server)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        _point_hf_endpoint_at(monkeypatch, server.url)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _point_hf_endpoint_at(monkeypatch, url: str) -> None:
+    # huggingface_hub froze HF_ENDPOINT at import; patch its constants so in-process calls without `endpoint=`
+    # behave as a fresh process started with HF_ENDPOINT=url would.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+
+
+def _point_hf_cache_at(monkeypatch, hf_home) -> None:
+    # Same reason: huggingface_hub computed its cache and token paths from HF_HOME at import time.
+    from huggingface_hub import constants
+
+    hub_cache = str(hf_home / "hub")
+    for name, value in {
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": hub_cache,
+        "HUGGINGFACE_HUB_CACHE": hub_cache,
+        "HF_ASSETS_CACHE": str(hf_home / "assets"),
+        "HF_XET_CACHE": str(hf_home / "xet"),
+        "HF_TOKEN_PATH": str(hf_home / "token"),
+        "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
+    }.items():
+        monkeypatch.setattr(constants, name, value)
