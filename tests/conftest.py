@@ -34,7 +34,7 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def hub_server(monkeypatch):
-    """`start(root_or_store, **HubServer kwargs)` starts a local Hub and points HF_ENDPOINT at it; all stop at teardown."""
+    """`start(root_or_store, **kwargs)` starts a HubServer and points HF_ENDPOINT at it; all stop at teardown."""
     servers: list[HubServer] = []
 
     def start(root, **kwargs) -> HubServer:

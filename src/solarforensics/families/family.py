@@ -29,7 +29,7 @@ ROLES: tuple[str, ...] = (
 )
 _ROLE_ORDER = {role: i for i, role in enumerate(ROLES)}
 MTP_ROLES = frozenset(r for r in ROLES if r.startswith("mtp_"))
-NORM_ROLES = frozenset(r for r in ROLES if r.endswith("_norm"))
+NORM_ROLES = frozenset(r for r in ROLES if r.endswith("norm"))
 DENSE_MLP_ROLES = frozenset({"mlp_gate", "mlp_up", "mlp_gate_up", "mlp_up_bias", "mlp_down", "mlp_down_bias"})
 MOE_ROLES = frozenset({"router", "router_bias", "expert_gate", "expert_up", "expert_down",
                        "shared_gate", "shared_up", "shared_down"})
@@ -207,6 +207,11 @@ class Family:
             return not self._flag(config, self.tied.flag, self.tied.default)
         return True
 
+    def required_roles(self) -> set[str]:
+        """Roles every checkpoint of the family stores (no condition, not tied away, not MTP-only)."""
+        tied = {self.tied.role} if self.tied else set()
+        return set(self.roles) - set(self.conditions) - tied - set(self.mtp_roles)
+
     def is_moe_layer(self, layer: int, dims: dict[str, Any]) -> bool:
         return self.is_moe and dims["num_experts"] > 0 and layer >= dims["first_k_dense"]
 
@@ -313,8 +318,8 @@ def _strs(value: Any, what: str) -> tuple[str, ...]:
 
 def _parse_family(name: str, data: dict[str, Any]) -> Family:
     unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}")
+    if unknown or not isinstance(data.get("model_type"), str):
+        raise ValueError(f"unknown keys {sorted(unknown)}" if unknown else "model_type (a string) is required")
     mtp = data.get("mtp", {})
     raw_roles = {**data.get("roles", {}), **mtp.get("roles", {})}
     prefixes = {old: _strs(new, f"alternative_prefixes[{old!r}]")
@@ -421,16 +426,19 @@ def find_family(config: dict | None, tensor_names: Iterable[str]) -> Family:
     scored = []
     for family in list_families():
         matches = [m for m in map(family._template_match, names) if m is not None]
-        unused = len(family.roles) - len({m.role for m in matches})
+        # Among equal counts prefer the family that expects what it sees: fewest unconditional roles left unmatched,
+        # then fewest matches explained only by an optional role (Qwen2's always-there biases beat Llama's optional).
+        seen = {m.role for m in matches}
         if matches:
-            scored.append((-len(matches), unused, family.name, family))
+            scored.append((-len(matches), len(family.required_roles() - seen), len(seen - family.required_roles()),
+                           family.name, family))
     if not scored:
         what = f"model_type {model_type!r} is unknown" if model_type else "there is no config.json model_type"
         raise NotFoundError(f"no model family fits: {what} and none of {len(names)} tensor names match a family",
                             hint="add a configs/families/<model_type>.toml for it")
-    scored.sort(key=lambda s: s[:3])
-    best = scored[0][3]
-    ties = [s[2] for s in scored[1:] if s[:2] == scored[0][:2]]
+    scored.sort(key=lambda s: s[:4])
+    best = scored[0][4]
+    ties = [s[3] for s in scored[1:] if s[:3] == scored[0][:3]]
     also = f"; equally good: {', '.join(ties)}" if ties else ""
     origin = f"model_type {model_type!r} has no family file" if model_type else "config.json has no model_type"
     warning = (f"{origin}; guessed family {best.name} from tensor names "

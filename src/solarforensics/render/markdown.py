@@ -33,7 +33,8 @@ def report_markdown(report: Report, figures_dir: Path | None) -> list[str]:
 def block_markdown(block: Block, anchor: str, figures_dir: Path | None) -> list[str]:
     if isinstance(block, Banner):
         mark = BANNER_MARKS.get(block.level, "")
-        return [f"> {mark} **{md_escape(block.title)}**", ">"] + [f"> {md_escape(line)}  " for line in block.lines] + [""]
+        lines = [f"> {md_escape(line)}  " for line in block.lines]  # two spaces: a line break inside the quote
+        return [f"> {mark} **{md_escape(block.title)}**", ">", *lines, ""]
     if isinstance(block, Table):
         lines = [f"### {md_escape(block.title)}", ""]
         lines.append("| " + " | ".join(cell_escape(c) for c in block.columns) + " |")

@@ -62,9 +62,14 @@ def print_block(block: Block, console: Console) -> None:
         console.print(grid)
         console.print()
     elif isinstance(block, Bullets):
-        console.print(Text(block.title, style="bold"))
+        # A grid gives wrapped sentences a hanging indent under their bullet.
+        grid = RichTable.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
         for item in block.items:
-            console.print(Text("  • ") + Text(item))
+            grid.add_row(Text("  •"), Text(item))
+        console.print(Text(block.title, style="bold"))
+        console.print(grid)
         console.print()
     elif isinstance(block, Figure):
         console.print(Text(f"[plot] {block.title} — see `report --format html` or `--format md`", style="dim"))

@@ -168,7 +168,7 @@ def provenance_blocks(doc: dict) -> list[Block]:
                      fmt_p(test.get("p_value"), test.get("log10_p_value")), fmt_value(test.get("effect")),
                      fmt_value(test.get("notes") or "")])
     blocks.append(Table("Tests", ["test", "applicable", "statistic", "null / background", "p", "effect", "notes"],
-                        rows, [False, False, True, False, True, True, False]))
+                        rows, [False, False, False, False, True, False, False]))
     alignment = doc.get("alignment")
     if isinstance(alignment, dict) and alignment:
         blocks.append(Facts("Alignment", [(str(key), fmt_value(value)) for key, value in alignment.items()]))

@@ -4,7 +4,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -139,9 +139,11 @@ def dumps_document(doc: dict) -> str:
 def write_bytes_atomic(data: bytes, path: Path) -> Path:
     """Write `data` to `path` via a temp file in the same folder, fsync and rename; readers never see half a file."""
     path = Path(path)
+    tmp_name = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # os.open with 0o666 honours the umask (mkstemp would make the result private, 0600).
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
@@ -260,8 +262,10 @@ def slugify(name: str) -> str:
     return text[:80] or "model"
 
 
-def default_out_path(kind: str, models: Sequence[str], groups: Sequence[str] = (), root: Path = Path("results")) -> Path:
-    """Default --out: compare -> results/<a>-vs-<b>-<groups>.json; others -> results/<kind>-<models...>[-<groups>].json."""
+def default_out_path(
+    kind: str, models: Sequence[str], groups: Sequence[str] = (), root: Path = Path("results")
+) -> Path:
+    """Default --out: compare -> results/<a>-vs-<b>-<groups>.json; others -> results/<kind>-<models>[-<groups>].json."""
     names = [slugify(model) for model in models]
     stem = "-vs-".join(names) if kind == "compare" else "-".join([kind, *names])
     if groups:

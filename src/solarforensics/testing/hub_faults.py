@@ -80,11 +80,6 @@ class FaultSet:
         with self._lock:
             return list(self._rules)
 
-    def is_changed(self, repo_id: str, path: str) -> bool:
-        """Whether an active "change" rule alters this file for every kind of request."""
-        with self._lock:
-            return any(self._change_active(r, repo_id, path) for r in self._rules)
-
     def decide(
         self, origin: str, method: str, repo_id: str, path: str, carries_body: bool
     ) -> tuple[FaultRule | None, bool]:
@@ -102,7 +97,8 @@ class FaultSet:
                     rule.seen += 1
                     continue
                 if picked is None and rule.kind != "change" and rule.remaining != 0:
-                    rule.remaining -= 1 if rule.remaining > 0 else 0
+                    if rule.remaining > 0:  # -1 never runs out
+                        rule.remaining -= 1
                     picked = rule
             return picked, changed
 
@@ -128,20 +124,23 @@ def parse_fault(text: str) -> FaultRule:
     kind, _, rest = text.partition(":")
     pattern, _, rest = rest.partition(":")
     count_text, _, params_text = rest.partition(":")
-    hint = f"write {FAULT_SYNTAX}, KIND one of {', '.join(FAULT_KINDS)}"
+    known = [f.name for f in dataclasses.fields(FaultRule) if f.init and f.name not in ("kind", "pattern", "count")]
     params: dict[str, object] = {}
     try:
-        count = int(count_text) if count_text else 1
-        for item in filter(None, params_text.split(",")):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"{item!r} is not KEY=VALUE")
-            params[key.strip()] = _parse_value(value.strip())
-        return FaultRule(kind, pattern or "*", count, **params)
-    except SpecError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"bad fault {text!r}: {exc}", hint=hint) from exc
+        count = int(count_text or 1)
+    except ValueError:
+        raise _bad_fault(text, f"count {count_text!r} is not a whole number") from None
+    for item in filter(None, params_text.split(",")):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in known:
+            raise _bad_fault(text, f"{item!r} is not KEY=VALUE with KEY one of {', '.join(known)}")
+        params[key] = _parse_value(value)
+    return FaultRule(kind, pattern or "*", count, **params)
+
+
+def _bad_fault(text: str, problem: str) -> SpecError:
+    hint = f"write {FAULT_SYNTAX}, KIND one of {', '.join(FAULT_KINDS)}"
+    return SpecError(f"bad fault {text!r}: {problem}", hint=hint)
 
 
 def _parse_value(text: str) -> object:

@@ -99,6 +99,11 @@ class HubServer:
             self._by_kind[entry["kind"]] += 1
             self._log.append(entry)
 
+    def _correct_bytes(self, entry: dict, sent: int) -> None:
+        with self._lock:
+            self._bytes_served += sent - entry["bytes"]
+            entry["bytes"] = sent
+
     def _throttle(self, size: int) -> None:
         if not self.bandwidth:
             return
@@ -117,6 +122,7 @@ class _Origin(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 256  # the default backlog of 5 drops bursts of parallel connects (1 s SYN retry)
 
     def __init__(self, address: tuple[str, int], hub: HubServer, name: str):
         self.hub, self.name = hub, name
@@ -167,8 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         segments = [unquote(s) for s in url.path.split("/")[1:]]
         body = self._request_body()
-        self._kind, self._fault, self._status, self._sent, self._headers_done = "other", None, None, 0, False
-        is_control = segments[0] in ("_stats", "_faults")
+        self._kind, self._fault, self._sent, self._entry = "other", None, 0, None
+        is_control = self._is_control = segments[0] in ("_stats", "_faults")
         try:
             if body is None:
                 raise HttpError(413, None, "request body too large")
@@ -187,10 +193,15 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug or a broken store must answer 500, not hang the client
             self._send_error(HttpError(500, None, f"{type(exc).__name__}: {exc}"), method)
         finally:
-            if not is_control:
-                hub._record({"origin": self.server.name, "method": method, "path": self.path,
-                             "range": self.headers.get("Range"), "auth": "Authorization" in self.headers,
-                             "status": self._status, "bytes": self._sent, "kind": self._kind, "fault": self._fault})
+            if not is_control and self._entry is None:  # no answer went out (the client hung up first)
+                self._log_answer(None, 0)
+
+    def _log_answer(self, status: int | None, planned_bytes: int) -> None:
+        # Logged before the answer goes out, so a client that has its answer always finds it in the stats.
+        self._entry = {"origin": self.server.name, "method": self.command, "path": self.path,
+                       "range": self.headers.get("Range"), "auth": "Authorization" in self.headers,
+                       "status": status, "bytes": planned_bytes, "kind": self._kind, "fault": self._fault}
+        self.server.hub._record(self._entry)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
@@ -210,18 +221,22 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- routing -------------------------------------------------------------------------------------------------
 
     def _route_hub(self, method: str, segments: list[str], query: dict, body: bytes) -> None:
+        head, read = method == "HEAD", method in ("GET", "HEAD")
         if segments[:2] == ["api", "models"] and len(segments) >= 4:
             repo_id, rest = f"{segments[2]}/{segments[3]}", segments[4:]
-            if not rest and method in ("GET", "HEAD"):
-                return self._model_info(method, repo_id, "main")
-            if len(rest) >= 2 and rest[0] == "revision" and method in ("GET", "HEAD"):
-                return self._model_info(method, repo_id, "/".join(rest[1:]))
-            if len(rest) >= 2 and rest[0] == "tree" and method in ("GET", "HEAD"):
+            if read and (not rest or (rest[0] == "revision" and len(rest) >= 2)):
+                self._kind = "model_info"
+                return self._send_json(model_info(*self._open(repo_id, "/".join(rest[1:]) or "main")), head)
+            if read and len(rest) >= 2 and rest[0] == "tree":
+                self._kind = "tree"
                 recursive = query.get("recursive", ["false"])[0].lower() == "true"
-                return self._tree(method, repo_id, rest[1], "/".join(rest[2:]), recursive)
-            if len(rest) >= 2 and rest[0] == "paths-info" and method == "POST":
-                return self._paths_info(repo_id, "/".join(rest[1:]), body)
-        if len(segments) >= 5 and segments[2] == "resolve" and method in ("GET", "HEAD"):
+                commit = self._open(repo_id, rest[1])[1]
+                return self._send_json(tree_entries(commit, "/".join(rest[2:]), recursive), head)
+            if method == "POST" and len(rest) >= 2 and rest[0] == "paths-info":
+                self._kind = "paths_info"
+                commit = self._open(repo_id, "/".join(rest[1:]))[1]
+                return self._send_json(paths_info_entries(commit, self._posted_paths(body)))
+        if len(segments) >= 5 and segments[2] == "resolve" and read:
             repo_id, rev, path = f"{segments[0]}/{segments[1]}", segments[3], "/".join(segments[4:])
             self._kind = "head" if method == "HEAD" else "range" if "Range" in self.headers else "get"
             repo, commit = self._open(repo_id, rev)
@@ -245,42 +260,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _open(self, repo_id: str, rev: str) -> tuple[Repo, Commit]:
         return open_commit(self.server.hub.store, repo_id, rev, self._token())
 
-    def _model_info(self, method: str, repo_id: str, rev: str) -> None:
-        self._kind = "model_info"
-        self._send_json(model_info(*self._open(repo_id, rev)), head=method == "HEAD")
-
-    def _tree(self, method: str, repo_id: str, rev: str, path: str, recursive: bool) -> None:
-        self._kind = "tree"
-        _, commit = self._open(repo_id, rev)
-        self._send_json(tree_entries(commit, path, recursive), head=method == "HEAD")
-
-    def _paths_info(self, repo_id: str, rev: str, body: bytes) -> None:
-        self._kind = "paths_info"
-        _, commit = self._open(repo_id, rev)
+    def _posted_paths(self, body: bytes) -> list[str]:
         if "json" in (self.headers.get("Content-Type") or ""):
-            paths = json.loads(body or b"{}").get("paths") or []
-        else:
-            paths = parse_qs(body.decode("utf-8", "replace")).get("paths", [])
-        self._send_json(paths_info_entries(commit, paths))
+            return json.loads(body or b"{}").get("paths") or []
+        return parse_qs(body.decode("utf-8", "replace")).get("paths", [])
 
     def _control(self, method: str, segments: list[str], body: bytes) -> None:
-        hub = self.server.hub
-        if segments == ["_stats"] and method == "GET":
-            return self._send_json(hub.stats())
-        if segments == ["_stats", "reset"] and method == "POST":
-            hub.reset_stats()
-            return self._send_json({"ok": True})
-        if segments == ["_faults"] and method == "GET":
-            return self._send_json([rule.as_dict() for rule in hub.faults.rules])
-        if segments == ["_faults"] and method == "DELETE":
-            hub.faults.clear()
-            return self._send_json({"ok": True})
-        if segments == ["_faults"] and method == "POST":
+        hub, target = self.server.hub, (method, "/".join(segments))
+        if target == ("POST", "_faults"):
             try:
                 return self._send_json(hub.faults.add(**json.loads(body)).as_dict())
             except (ForensicsError, TypeError, ValueError, AttributeError) as exc:
                 raise HttpError(400, None, f"bad fault rule: {exc}") from exc
-        raise HttpError(404, None, f"no such control endpoint: {method} {'/'.join(segments)}")
+        actions = {("GET", "_stats"): hub.stats, ("POST", "_stats/reset"): hub.reset_stats,
+                   ("GET", "_faults"): lambda: [rule.as_dict() for rule in hub.faults.rules],
+                   ("DELETE", "_faults"): hub.faults.clear}
+        if target not in actions:
+            raise HttpError(404, None, f"no such control endpoint: {method} {target[1]}")
+        answer = actions[target]()
+        self._send_json({"ok": True} if answer is None else answer)
 
     # ---- file answers --------------------------------------------------------------------------------------------
 
@@ -322,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"Content-Type": "application/json"}, body, head=head)
 
     def _send_error(self, err: HttpError, method: str) -> None:
-        if self._headers_done:  # too late for a proper answer: hang up so the client sees a broken body
+        if self._entry is not None:  # too late for a proper answer: hang up so the client sees a broken body
             self.close_connection = True
             return
         message = err.message.encode("ascii", "replace").decode()
@@ -339,20 +337,24 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer with an exact Content-Length; with `cut`, stop after that many body bytes and hang up."""
         hub = self.server.hub
         length = len(body) if isinstance(body, bytes) else body[2] - body[1]
+        limit = 0 if head else length if cut is None else cut
+        if not self._is_control:
+            self._log_answer(status, limit)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(length))
         self.end_headers()
-        self._status, self._headers_done = status, True
-        if not head:
-            limit = length if cut is None else cut
+        try:
             for chunk in _chunks(body, limit, hub._chunk_size()):
                 hub._throttle(len(chunk))
                 self.wfile.write(chunk)
                 self._sent += len(chunk)
-            if self._sent < limit:  # the file shrank under us: never pretend the body was complete
-                cut = self._sent
+        finally:
+            if self._entry is not None and self._sent != limit:
+                hub._correct_bytes(self._entry, self._sent)
+        if self._sent < limit:  # the file shrank under us: never pretend the body was complete
+            cut = self._sent
         if cut is not None and not head:
             self._hang_up(abrupt)
 

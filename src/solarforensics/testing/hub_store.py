@@ -188,14 +188,15 @@ class FolderStore:
 
     def _etag(self, path: Path, signature: tuple[int, int, int], lfs: bool) -> str:
         key = f"{int(lfs)}{path}"
-        with self._lock:
-            known = self._etags.get(key)
+        known = self._etags.get(key)
         if known and known[0] == signature:
             return known[1]
-        etag = _hash_file(path, signature[0], lfs)
+        # One thread hashes while the others wait: a burst of parallel first requests must not hash a file N times.
         with self._lock:
-            self._etags[key] = (signature, etag)
-        return etag
+            known = self._etags.get(key)
+            if not (known and known[0] == signature):
+                known = self._etags[key] = (signature, _hash_file(path, signature[0], lfs))
+        return known[1]
 
 
 class MultiStore:
