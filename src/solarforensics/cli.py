@@ -26,7 +26,9 @@ app = typer.Typer(
 )
 hub_app = typer.Typer(help="The local Hub server: serve checkpoint folders to any Hub client.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures (never timed tests).", no_args_is_help=True)
+families_app = typer.Typer(help="Model families: tensor-name maps kept as data (configs/families/*.toml).", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
+app.add_typer(families_app, name="families")
 app.add_typer(bench_app, name="bench")
 
 def _console(stderr: bool = False) -> Console:
@@ -157,6 +159,45 @@ def _finish(kind: str, fields: dict, path: Path, as_json: bool) -> Path:
     return path
 
 
+@app.command()
+def models() -> None:
+    """The model aliases (built in, plus your own file: see the README)."""
+    from solarforensics.families.aliases import load_aliases, user_models_path
+    from solarforensics.render.listing import print_table
+
+    rows = [[a.name, a.repo, a.revision, a.model_type, a.description] for a in load_aliases().values()]
+    print_table(out, "Model aliases", ["alias", "repo", "revision", "model_type", "description"], rows,
+                caption=f"your own aliases: {user_models_path()}")
+
+
+@families_app.command("list")
+def families_list() -> None:
+    """Every model family (one TOML file each) and the model types it covers."""
+    from solarforensics.families.family import list_families
+    from solarforensics.render.listing import print_table
+
+    rows = [[f.name, ", ".join((f.model_type, *f.aliases)), f.description] for f in list_families()]
+    print_table(out, "Families", ["family", "model types", "description"], rows)
+
+
+@families_app.command("show")
+def families_show(name: Annotated[str, typer.Argument(help="Family or model_type, e.g. glm4_moe.")]) -> None:
+    """A family's tensor-name templates and config keys, as JSON."""
+    from solarforensics.families.family import load_family
+    from solarforensics.render.listing import print_json
+
+    print_json(out, load_family(name).to_dict())
+
+
+@app.command()
+def groups() -> None:
+    """The tensor groups `--tensors` accepts (glob patterns on tensor names work too)."""
+    from solarforensics.families.selection import GROUPS
+    from solarforensics.render.listing import print_table
+
+    print_table(out, "Tensor groups", ["group", "roles", "what"], [[g, ", ".join(r), d] for g, (r, d) in GROUPS.items()])
+
+
 @hub_app.command("serve")
 def hub_serve(
     root: Annotated[Path | None, typer.Argument(help="Folder of repos laid out as ROOT/owner/name/.")] = None,
@@ -181,10 +222,24 @@ def bench_fetch(
     max_gap: MaxGap = None,
 ) -> None:
     """Bytes, requests and time to read all norm gains of two sharded models: ours vs per-tensor vs whole shards."""
-    from solarforensics.analyses.bench_fetch import bench_fetch as run
-    from solarforensics.render.terminal import render_bench
+    from solarforensics.bench.fetch import bench_fetch as run
+    from solarforensics.render.listing import print_figures
 
-    render_bench(run(latency_ms=latency_ms, workers=workers, max_gap=max_gap), out)
+    print_figures(out, f"bench fetch (local Hub, {latency_ms} ms latency)", run(latency_ms=latency_ms, workers=workers, max_gap=max_gap))
+
+
+@bench_app.command("metrics")
+def bench_metrics(
+    size_mb: Annotated[int, typer.Option("--size-mb", help="Size of each input tensor in MiB.")] = 256,
+    device: Device = "auto",
+) -> None:
+    """GB/s of the streaming cosine/Pearson/MAD pass vs a plain numpy pass; peak memory on a tensor over the budget."""
+    from solarforensics.metrics.bench import bench_memory
+    from solarforensics.metrics.bench import bench_metrics as run
+    from solarforensics.render.listing import print_figures
+
+    print_figures(out, "bench metrics: throughput", run(size_bytes=size_mb << 20, device=device))
+    print_figures(out, "bench metrics: memory", bench_memory(total_elements=64 << 20, chunk_elements=1 << 22))
 
 
 def _message(error: BaseException) -> tuple[str, int]:
