@@ -2,14 +2,16 @@
 meaning. Raw cosine is never shown alone: centered cosine, a shuffle null and a within-model baseline come with it."""
 
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from solarforensics.analyses.models import OpenOptions, open_model
+from solarforensics.analyses.models import OpenOptions, open_model, open_models
 from solarforensics.analyses.pairing import pair_models
 from solarforensics.analyses.statements import compare_statements
 from solarforensics.errors import BudgetError, SelectionError
@@ -48,7 +50,7 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     started = time.perf_counter()
     device = resolve_device(request.device)
     accumulate = default_accumulation(device)
-    source_a, source_b = open_model(request.a, options), open_model(request.b, options)
+    source_a, source_b = open_models([request.a, request.b], options)
     pairs, only_a, only_b, warnings = pair_models(source_a, source_b, request.groups, request.layers)
     planned = source_a.planned_bytes(a.name for a, _ in pairs) + source_b.planned_bytes(b.name for _, b in pairs)
     if request.budget_bytes is not None and planned > request.budget_bytes:
@@ -96,17 +98,20 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
 
 
 def _read_all(source_a, source_b, pairs, planned: int, progress: Progress | None):
-    """Each needed tensor of each model is read once, in coalesced concurrent requests."""
-    done = [0]
+    """Each needed tensor of each model is read once; both models at the same time, in coalesced requests."""
+    done, lock = [0], threading.Lock()
 
     def tick(nbytes: int) -> None:
-        done[0] += nbytes
-        if progress:
-            progress("fetch", done[0], planned)
+        with lock:
+            done[0] += nbytes
+            if progress:
+                progress("fetch", done[0], planned)
 
     started = time.perf_counter()
-    tensors_a = source_a.read_tensors((a.name for a, _ in pairs), tick)
-    tensors_b = source_b.read_tensors((b.name for _, b in pairs), tick)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        future_a = pool.submit(source_a.read_tensors, [a.name for a, _ in pairs], tick)
+        future_b = pool.submit(source_b.read_tensors, [b.name for _, b in pairs], tick)
+        tensors_a, tensors_b = future_a.result(), future_b.result()
     return tensors_a, tensors_b, time.perf_counter() - started
 
 

@@ -3,7 +3,7 @@
 import time
 from itertools import combinations
 
-from solarforensics.analyses.models import OpenOptions, open_model
+from solarforensics.analyses.models import OpenOptions, open_models
 from solarforensics.analyses.pairing import select_tensors
 from solarforensics.errors import SelectionError
 from solarforensics.families.selection import pair_selections
@@ -27,7 +27,7 @@ def matrix_models(models: list[str], groups: str, options: OpenOptions | None = 
     started = time.perf_counter()
     dev = resolve_device(device)
     accumulate = default_accumulation(dev)
-    sources = [open_model(m, options) for m in models]
+    sources = open_models(models, options)
     selections = [select_tensors(s, groups).selected for s in sources]
     tensors, hashes = [], []
     for index, (source, selected) in enumerate(zip(sources, selections)):

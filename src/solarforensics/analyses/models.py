@@ -1,5 +1,6 @@
 """Opening models for an analysis: aliases expanded, sources opened with the run's options."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,9 @@ def open_model(spec: str, options: OpenOptions | None = None) -> TensorSource:
     from solarforensics.families.aliases import expand_alias
 
     options = options or OpenOptions()
+    local = spec and Path(spec).expanduser().exists()  # a folder named like an alias is the folder
     return open_source(
-        expand_alias(spec) if spec and spec.strip() else spec,
+        spec if local or not spec.strip() else expand_alias(spec),
         endpoint=options.endpoint,
         token=options.token,
         use_cache=options.use_cache,
@@ -33,6 +35,12 @@ def open_model(spec: str, options: OpenOptions | None = None) -> TensorSource:
         max_gap=options.max_gap,
         workers=options.workers,
     )
+
+
+def open_models(specs: list[str], options: OpenOptions | None = None) -> list[TensorSource]:
+    """Open several models at once: resolving revisions and reading headers are round trips worth overlapping."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(specs)))) as pool:
+        return list(pool.map(lambda spec: open_model(spec, options), specs))
 
 
 def display_name(source: TensorSource, spec: str) -> str:

@@ -24,11 +24,7 @@ def pair_models(
 ) -> tuple[list[tuple[Selected, Selected]], list[Selected], list[Selected], list[str]]:
     """(pairs, only in A, only in B, warnings) for the groups; an error if nothing pairs."""
     sel_a, sel_b = select_tensors(source_a, groups), select_tensors(source_b, groups)
-    warnings = [
-        f"{src.name}: model type not known, tensor names matched to the {sel.family.name} family by inference"
-        for src, sel in ((source_a, sel_a), (source_b, sel_b))
-        if getattr(sel.family, "inferred", False)
-    ]
+    warnings = [f"{src.name}: {sel.family.warning}" for src, sel in ((source_a, sel_a), (source_b, sel_b)) if sel.family.warning]
     pairs, only_a, only_b = pair_selections(sel_a.selected, sel_b.selected, layers)
     if not pairs:
         raise SelectionError(

@@ -37,7 +37,7 @@ def tensor_sha256(t: torch.Tensor) -> str:
 
 
 def row_hashes(t2d: torch.Tensor) -> list[str]:
-    """Hex SHA-256 of each row's bytes (rows = first dimension, the rest flattened); a 1-D tensor has one row per element."""
+    """Hex SHA-256 of each row's bytes (rows = first dimension, the rest flattened; 1-D: one row per element)."""
     if t2d.dim() == 0:
         return [tensor_sha256(t2d)]
     rows = t2d.shape[0]

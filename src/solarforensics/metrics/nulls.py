@@ -122,6 +122,7 @@ def shuffle_null(
     return aggregate_shuffle_null([(a, b)], statistic, permutations, seed, joint=True, device=device)
 
 
+@torch.no_grad()
 def aggregate_shuffle_null(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
     statistic: str = "pearson",
@@ -157,6 +158,7 @@ def _row_cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x * y).sum(dim=1) / (torch.linalg.vector_norm(x, dim=1) * torch.linalg.vector_norm(y, dim=1))
 
 
+@torch.no_grad()
 def reference_null_norm_gains(
     a: torch.Tensor,
     b: torch.Tensor,

@@ -17,8 +17,8 @@ from solarforensics.metrics.device import DeviceLike, dtype_name, resolve_device
 
 # A CPU block makes ~12 passes over its data; at this size they run from the L2/L3 cache, not from RAM.
 _CPU_BLOCK = 1 << 18
-# Scale exponents stay in this range so that 2**-e is a normal float64.
-_MAX_EXPONENT = 1000
+# Power-of-two scale exponents stay in this range so that 2**-e is a normal float64.
+MAX_SCALE_EXPONENT = 1000
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _exponent(peak: float) -> int:
     """Power of two that brings `peak` to [0.5, 1), clamped; 0 for zero or non-finite peaks."""
     if peak == 0.0 or not math.isfinite(peak):
         return 0
-    return max(-_MAX_EXPONENT, min(_MAX_EXPONENT, math.frexp(peak)[1]))
+    return max(-MAX_SCALE_EXPONENT, min(MAX_SCALE_EXPONENT, math.frexp(peak)[1]))
 
 
 def _upcast_is_exact(src: torch.dtype, acc: torch.dtype) -> bool:
@@ -127,7 +127,7 @@ def _upcast_is_exact(src: torch.dtype, acc: torch.dtype) -> bool:
             and s.smallest_normal * s.eps >= target.smallest_normal * target.eps)
 
 
-def _needs_scaling(src: torch.dtype, acc: torch.dtype) -> bool:
+def needs_scaling(src: torch.dtype, acc: torch.dtype) -> bool:
     """Whether squares of `src` values (summed over up to 2**40 terms) could overflow or underflow in `acc`."""
     target = torch.finfo(acc)
     if src == torch.bool:
@@ -199,8 +199,11 @@ def _block(sa: torch.Tensor, sb: torch.Tensor, buf: torch.Tensor, exact: bool, s
     return _moments_from(_block_moments(kept, used, scaled), used, equal, nfa, nfb)
 
 
-def _corr(n, ux, uy, m2x, m2y, cxy) -> torch.Tensor:
-    """cos(x - c, y - c') from co-moments about the means (u = mean - c), normalised so nothing overflows; NaN if undefined."""
+def corr_from_moments(n, ux, uy, m2x, m2y, cxy) -> torch.Tensor:
+    """cos(x - c, y - c') from co-moments about the means (u = mean - c), elementwise on float64 tensors.
+
+    Each side is divided by its own scale first, so nothing overflows; NaN where a norm is zero.
+    """
     sx = torch.maximum(torch.sqrt(m2x.clamp_min(0) / n), ux.abs())
     sy = torch.maximum(torch.sqrt(m2y.clamp_min(0) / n), uy.abs())
     nx = (m2x / sx) / sx + n * (ux / sx) ** 2
@@ -212,7 +215,7 @@ def _corr(n, ux, uy, m2x, m2y, cxy) -> torch.Tensor:
 
 def _scalar_corr(n: int, ux: float, uy: float, m2x: float, m2y: float, cxy: float) -> float | None:
     t = torch.tensor([ux, uy, m2x, m2y, cxy], dtype=torch.float64)
-    r = float(_corr(float(n), t[0], t[1], t[2], t[3], t[4]))
+    r = float(corr_from_moments(float(n), t[0], t[1], t[2], t[3], t[4]))
     return None if math.isnan(r) else r
 
 
@@ -221,10 +224,9 @@ def _flat_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         if t.is_complex():
             raise SelectionError(f"cannot compare complex tensors ({t.dtype})", "select real-valued tensors")
     if a.numel() != b.numel():
-        raise SelectionError(
-            f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}: {a.numel()} vs {b.numel()} elements",
-            "select tensors of the same size",
-        )
+        shapes = f"shapes {tuple(a.shape)} and {tuple(b.shape)}"
+        raise SelectionError(f"cannot compare tensors of {shapes}: {a.numel()} vs {b.numel()} elements",
+                             "select tensors of the same size")
     return a.reshape(-1), b.reshape(-1)
 
 
@@ -274,6 +276,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor, device: torch.device, limit: int
     return (None if denom == 0 else max(-1.0, min(1.0, float(torch.dot(x, y)) / denom))), sampled
 
 
+@torch.no_grad()
 def pair_stats(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -289,11 +292,13 @@ def pair_stats(
     Memory beyond the inputs: 3 x block elements in `accumulate`, plus ~128 bytes x min(n, spearman_max) for ranks.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if accumulate not in (torch.float64, torch.float32):
+        raise SpecError(f"cannot accumulate in {accumulate}", "use torch.float64, or torch.float32 on CUDA")
     a_flat, b_flat = _flat_pair(a, b)
     n = a_flat.numel()
     block = _block_elements(dev, chunk_elements, accumulate)
     exact = _upcast_is_exact(a.dtype, accumulate) and _upcast_is_exact(b.dtype, accumulate)
-    scaled = _needs_scaling(a.dtype, accumulate) or _needs_scaling(b.dtype, accumulate)
+    scaled = needs_scaling(a.dtype, accumulate) or needs_scaling(b.dtype, accumulate)
     total = _Moments()
     if n:
         buf = torch.empty((3, min(block, n)), dtype=accumulate, device=dev)
@@ -334,154 +339,3 @@ def _finish(m: _Moments, n: int, spearman, sampled: bool, acc_name: str) -> Pair
         accumulation_dtype=acc_name,
         chunks=m.blocks,
     )
-
-
-@dataclass(frozen=True)
-class RowStats:
-    """Per-row cosine and Pearson of two equally shaped tensors (rows = first dimension); NaN where undefined."""
-
-    cosine: torch.Tensor  # float64, CPU, one value per row
-    pearson: torch.Tensor
-
-    def as_dict(self) -> dict:
-        return {name: [None if math.isnan(v) else v for v in t.tolist()]
-                for name, t in (("cosine", self.cosine), ("pearson", self.pearson))}
-
-
-def _as_rows(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1) if t.dim() else t.reshape(1, 1)
-
-
-def _row_scale_(x: torch.Tensor) -> None:
-    """Divide each row by a power of two near its peak, in place (exact), so squares cannot overflow."""
-    exponents = torch.frexp(x.abs().amax(dim=1)).exponent.clamp(-_MAX_EXPONENT, _MAX_EXPONENT)
-    x.mul_(torch.ldexp(torch.ones_like(x[:, 0]), -exponents)[:, None])
-
-
-def pair_stats_rows(
-    a2d: torch.Tensor,
-    b2d: torch.Tensor,
-    *,
-    device: DeviceLike = "cpu",
-    accumulate: torch.dtype = torch.float64,
-    chunk_elements: int = 1 << 24,
-) -> RowStats:
-    """Cosine and Pearson of row i of a with row i of b, for every row, a few rows at a time."""
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    if a2d.shape != b2d.shape:
-        raise SelectionError(f"cannot compare rows of shapes {tuple(a2d.shape)} and {tuple(b2d.shape)}",
-                             "select tensors of the same shape")
-    a, b = _as_rows(a2d), _as_rows(b2d)
-    rows, width = a.shape
-    scaled = _needs_scaling(a.dtype, accumulate) or _needs_scaling(b.dtype, accumulate)
-    step = max(1, chunk_elements // max(width, 1))
-    cosines, pearsons = [], []
-    for r0 in range(0, rows, step):
-        x = a[r0:r0 + step].to(dev, accumulate, copy=True)
-        y = b[r0:r0 + step].to(dev, accumulate, copy=True)
-        moments = []
-        for t in (x, y):
-            if scaled and width:
-                _row_scale_(t)
-            shift = t[:, :1].clone() if width else torch.zeros_like(t[:, :1])
-            t.sub_(shift)
-            first_mean = t.sum(dim=1) / max(width, 1)
-            t.sub_(first_mean[:, None])
-            residual = t.sum(dim=1)
-            moments.append((shift[:, 0] + (first_mean + residual / max(width, 1)), residual))
-        (ux, rx), (uy, ry) = moments
-        m2x = (x * x).sum(dim=1) - rx * rx / max(width, 1)
-        m2y = (y * y).sum(dim=1) - ry * ry / max(width, 1)
-        cxy = (x * y).sum(dim=1) - rx * ry / max(width, 1)
-        zero = torch.zeros_like(ux)
-        cosines.append(_corr(float(width), ux, uy, m2x, m2y, cxy).double().cpu())
-        pearsons.append(_corr(float(width), zero, zero, m2x, m2y, cxy).double().cpu())
-    empty = torch.empty(0, dtype=torch.float64)
-    return RowStats(torch.cat(cosines) if cosines else empty, torch.cat(pearsons) if pearsons else empty)
-
-
-def cosine_matrix(
-    vectors_a: torch.Tensor,
-    vectors_b: torch.Tensor,
-    centered: bool,
-    *,
-    device: DeviceLike = "cpu",
-    chunk_elements: int = 1 << 24,
-) -> torch.Tensor:
-    """[La, Lb] float64 matrix of cos(a_i, b_j) (Pearson if centered), streamed over columns; NaN where undefined."""
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    a, b = _as_rows(vectors_a), _as_rows(vectors_b)
-    if a.shape[1] != b.shape[1]:
-        raise SelectionError(f"cannot compare vectors of {a.shape[1]} and {b.shape[1]} elements",
-                             "select tensors of the same size per layer")
-    width = a.shape[1]
-    step = max(1, chunk_elements // max(a.shape[0] + b.shape[0], 1))
-    f64 = torch.float64
-
-    def pieces(t: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor):
-        for c0 in range(0, width, step):
-            yield t[:, c0:c0 + step].to(dev, f64) * scale - offset
-
-    scales, offsets = [], []
-    for t in (a, b):
-        scale = torch.ones((t.shape[0], 1), dtype=f64, device=dev)
-        if _needs_scaling(t.dtype, f64) and width:
-            peaks = torch.stack([p.abs().amax(dim=1) for p in pieces(t, scale, 0.0)]).amax(dim=0)
-            exponents = torch.frexp(peaks).exponent.clamp(-_MAX_EXPONENT, _MAX_EXPONENT)
-            scale = torch.ldexp(torch.ones_like(peaks), -exponents)[:, None]
-        offset = torch.zeros_like(scale)
-        if centered and width:
-            shift = t[:, :1].to(dev, f64) * scale
-            total = sum(p.sum(dim=1, keepdim=True) for p in pieces(t, scale, shift))
-            offset = shift + total / width
-        scales.append(scale)
-        offsets.append(offset)
-    gram = torch.zeros((a.shape[0], b.shape[0]), dtype=f64, device=dev)
-    sq_a, sq_b = torch.zeros(a.shape[0], dtype=f64, device=dev), torch.zeros(b.shape[0], dtype=f64, device=dev)
-    sum_a, sum_b = torch.zeros_like(sq_a), torch.zeros_like(sq_b)
-    for pa, pb in zip(pieces(a, scales[0], offsets[0]), pieces(b, scales[1], offsets[1])):
-        gram += pa @ pb.T
-        sq_a += (pa * pa).sum(dim=1)
-        sq_b += (pb * pb).sum(dim=1)
-        sum_a += pa.sum(dim=1)
-        sum_b += pb.sum(dim=1)
-    if centered and width:
-        # Residual sums are ~0 after centring; removing them is the second half of the corrected two-pass formula.
-        gram -= torch.outer(sum_a, sum_b) / width
-        sq_a -= sum_a * sum_a / width
-        sq_b -= sum_b * sum_b / width
-    norm_a, norm_b = sq_a.clamp_min(0).sqrt(), sq_b.clamp_min(0).sqrt()
-    matrix = (gram / norm_a[:, None] / norm_b[None, :]).clamp(-1.0, 1.0)
-    defined = (norm_a[:, None] > 0) & (norm_b[None, :] > 0)
-    return torch.where(defined, matrix, torch.full_like(matrix, math.nan)).cpu()
-
-
-def diagonal_dominance(matrix: torch.Tensor) -> dict:
-    """How strongly the diagonal (i, i), i < min(La, Lb), stands out of its rows and columns; NaN cells are ignored."""
-    m = matrix.detach().to("cpu", torch.float64)
-    rows, cols = m.shape
-    k = min(rows, cols)
-    finite = torch.isfinite(m)
-    on_diagonal = torch.eye(rows, cols, dtype=torch.bool)
-    others = torch.where(finite & ~on_diagonal, m, torch.full_like(m, -math.inf))
-    row_best, col_best = others.max(dim=1).values[:k], others.max(dim=0).values[:k]
-    diagonal = m.diagonal()[:k]
-    margins = diagonal - torch.maximum(row_best, col_best)
-    diag_ok = torch.isfinite(diagonal)
-    off_values = m[finite & ~on_diagonal]
-
-    def mean(t: torch.Tensor) -> float | None:
-        return float(t.mean()) if t.numel() else None
-
-    margin_values = margins[torch.isfinite(margins)]
-    return {
-        "shape": [rows, cols],
-        "n_diagonal": k,
-        "diagonal_mean": mean(diagonal[diag_ok]),
-        "off_diagonal_mean": mean(off_values),
-        # strict: a tie with another cell of the row does not count as the diagonal being the maximum
-        "diagonal_row_max_fraction": mean((diagonal[diag_ok] > row_best[diag_ok]).double()),
-        "margins": [float(v) if math.isfinite(v) else None for v in margins.tolist()],
-        "margin_mean": mean(margin_values),
-        "margin_min": float(margin_values.min()) if margin_values.numel() else None,
-    }

@@ -127,10 +127,12 @@ class HubSource(TensorSource):
         self.provenance.count(requests=1)
         self.cache_namespace = (self.endpoint, repo, self.commit)
         self._sizes = {s.rfilename: s.size for s in info.siblings or []}
-        shards, weight_map = weight_files(list(self._sizes), self.read_json, repo)
-        self.tensors = merge_headers(self._read_headers(shards, weight_map), repo)
-        check_index(weight_map, self.tensors, repo)
-        self.config = self.read_json("config.json")
+        with ThreadPoolExecutor(max_workers=1) as side:  # config.json travels while the headers are read
+            config = side.submit(self.read_json, "config.json")
+            shards, weight_map = weight_files(list(self._sizes), self.read_json, repo)
+            self.tensors = merge_headers(self._read_headers(shards, weight_map), repo)
+            check_index(weight_map, self.tensors, repo)
+            self.config = config.result()
 
     def list_files(self) -> list[str]:
         return sorted(self._sizes)
@@ -156,7 +158,9 @@ class HubSource(TensorSource):
         else:
             first = self._fetch(shard, 0, min(size, max(probe, MIN_HEADER_PROBE)))
             n = header_length(first, shard, size)
-            header = bytes(first[8 : 8 + n]) if len(first) >= 8 + n else bytes(self._fetch(shard, 8, 8 + n))
+            if len(first) < 8 + n:  # the guess was short: fetch only the rest
+                first += self._fetch(shard, len(first), 8 + n)
+            header = bytes(first[8 : 8 + n])
             if self.cache:
                 self.cache.put_json(key, {"etag": self._etags.get(shard), "header": header.hex()})
         tensors, _ = parse_header(header, shard, size)
@@ -281,4 +285,6 @@ def _probe_size(shard: str, weight_map: dict | None) -> int:
     if weight_map is None:
         return 64 << 10
     names = [name for name, file in weight_map.items() if file == shard]
-    return 8 + 256 + sum(len(name) + 112 for name in names)
+    # "name":{"dtype":"BF16","shape":[a,b],"data_offsets":[x,y]}, is the name plus ~72 bytes (measured); a short
+    # guess costs one more request for the rest, a long one reads into the first tensor.
+    return 8 + 64 + sum(len(name) + 74 for name in names)
