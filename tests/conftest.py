@@ -73,3 +73,41 @@ def _point_hf_cache_at(monkeypatch, hf_home) -> None:
         "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
     }.items():
         monkeypatch.setattr(constants, name, value)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`cli(*args) -> (exit code, stdout, stderr)`: the real entry point, errors and all, in this process."""
+    from solarforensics.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["solarforensics", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """Tiny GLM-style, derived ('fine-tuned'), Solar-style and Phi-style checkpoints under demo/, built once."""
+    from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
+
+    root = tmp_path_factory.mktemp("hub")
+    glm = build_checkpoint(root / "demo" / "glm-tiny", "glm4_moe", seed=1)
+    derive_checkpoint(glm, root / "demo" / "glm-tiny-sft", seed=7, noise=1e-3)
+    build_checkpoint(root / "demo" / "solar-tiny", "solar_open", seed=2)
+    build_checkpoint(root / "demo" / "phi-tiny", "phimoe", seed=3)
+    return root
+
+
+@pytest.fixture
+def tiny_hub(tiny_root, hub_server):
+    """A local Hub serving the tiny checkpoints (read-only: tests must not modify them)."""
+    return hub_server(tiny_root)

@@ -1,4 +1,4 @@
-"""pair_stats and friends agree with float64 numpy references to 1e-12, whatever the chunking, however nasty the input."""
+"""pair_stats and friends match float64 numpy references to 1e-12, whatever the chunking, however nasty the input."""
 
 import math
 

@@ -18,7 +18,8 @@ from solarforensics.errors import BudgetError, SelectionError
 from solarforensics.metrics.device import default_accumulation, describe_device, dtype_name, resolve_device
 from solarforensics.metrics.hashing import row_hashes, shared_rows, tensor_sha256
 from solarforensics.metrics.nulls import aggregate_shuffle_null, reference_null_norm_gains, shuffle_null
-from solarforensics.metrics.similarity import cosine_matrix, diagonal_dominance, pair_stats
+from solarforensics.metrics.matrices import cosine_matrix, diagonal_dominance
+from solarforensics.metrics.similarity import pair_stats
 from solarforensics.metrics.stats import summarize
 
 SHUFFLE_WORK = 2e8  # element-operations allowed per tensor for its own shuffle null: vectors get all permutations
@@ -59,10 +60,12 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     tensors_a, tensors_b, fetch_s = _read_all(source_a, source_b, pairs, planned, progress)
     rows = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]
     metrics_done = time.perf_counter()
+    # With --layers all-pairs the headline numbers still pair equal layers; the rest goes to the L x L matrices.
+    same_layer = [(sa, sb) for sa, sb in pairs if sa.layer == sb.layer]
     baselines = {
-        "within_model": _within_model(tensors_a, tensors_b, pairs, device, request.seed),
-        "shuffle": _aggregate_shuffle(tensors_a, tensors_b, pairs, request, device),
-        "reference_null": _reference_null(tensors_a, tensors_b, pairs, request.seed),
+        "within_model": _within_model(tensors_a, tensors_b, same_layer, device, request.seed),
+        "shuffle": _aggregate_shuffle(tensors_a, tensors_b, same_layer, request, device),
+        "reference_null": _reference_null(tensors_a, tensors_b, same_layer, request.seed),
         "controls": [],
     }
     sources = [source_a.provenance, source_b.provenance]
@@ -71,7 +74,7 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
         sources.append(control.provenance)
         baselines["controls"] = _controls(control, request, source_a, source_b, device, accumulate)
     layer_matrices = _layer_matrices(tensors_a, tensors_b, pairs, device) if request.layers == "all-pairs" else {}
-    summary = _summary(rows, baselines)
+    summary = _summary([r for r in rows if r["layer_a"] == r["layer_b"]], baselines)
     summary["statements"] = compare_statements(request.a, request.b, rows, baselines, summary, request.control)
     return {
         "models": {"a": request.a, "b": request.b, "control": request.control},

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from solarforensics.metrics.device import DeviceLike, describe_device, dtype_name, resolve_device
-from solarforensics.metrics.similarity import _CPU_BLOCK, pair_stats
+from solarforensics.metrics.similarity import CPU_BLOCK_ELEMENTS, pair_stats
 
 # Interpreter, allocator arenas and torch's lazily created state: growth allowed beyond the stated buffers.
 _MEMORY_SLACK_BYTES = 64 << 20
@@ -32,11 +32,8 @@ def _best_seconds(run, repeat: int, sync) -> float:
 
 
 def bench_metrics(size_bytes: int = 256 << 20, device: DeviceLike = "cpu", repeat: int = 3) -> dict:
-    """GB/s of pair_stats on two float32 tensors of `size_bytes` each (both inputs counted) vs numpy on the same data.
-
-    Spearman is off: this measures the streaming cosine/Pearson/MAD pass. On CUDA the figure is also set against
-    a device-to-device copy of the same size (read + write bytes), the practical memory bandwidth.
-    """
+    """GB/s of pair_stats (Spearman off) on two float32 tensors of `size_bytes` each, both counted, vs numpy on the
+    same data; on CUDA also vs a device-to-device copy of the same size (read + write), the practical bandwidth."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     n = max(1, size_bytes // 4)
     generator = torch.Generator().manual_seed(0)
@@ -95,17 +92,13 @@ print(json.dumps({"before": before, "after": high_water_bytes(), "chunks": stats
 
 
 def bench_memory(total_elements: int, chunk_elements: int, spearman_max: int = 0) -> dict:
-    """Peak-RSS growth of pair_stats on two float32 CPU tensors of `total_elements`, measured in a fresh process.
-
-    Stated bound (CPU): 3 x block x 8 bytes of float64 buffers, block = min(chunk_elements, 2**18), plus
-    128 bytes x min(total_elements, spearman_max) for Spearman, plus 64 MiB of interpreter and allocator slack:
-    it does not grow with total_elements. Linux only (reads VmHWM from /proc/self/status).
-    """
+    """Peak-RSS growth (VmHWM, Linux) of pair_stats on two float32 CPU tensors of `total_elements`, in a fresh process.
+    Bound: 24 B x min(chunk, 2**18) + 128 B x min(total, spearman_max) + 64 MiB slack, whatever total_elements."""
     if not sys.platform.startswith("linux"):
         return {"supported": False, "reason": "peak RSS is read from /proc/self/status (Linux only)"}
     command = [sys.executable, "-c", _MEMORY_PROBE, str(total_elements), str(chunk_elements), str(spearman_max)]
     probe = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-    block = min(chunk_elements, _CPU_BLOCK)
+    block = min(chunk_elements, CPU_BLOCK_ELEMENTS)
     bound = 3 * block * 8 + _SPEARMAN_BYTES_PER_ELEMENT * min(total_elements, spearman_max) + _MEMORY_SLACK_BYTES
     growth = probe["after"] - probe["before"]
     return {

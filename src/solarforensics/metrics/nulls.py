@@ -85,11 +85,9 @@ def _summary(statistic: str, observed: float | None, null: torch.Tensor, draws: 
 
 
 def _permuted_sums(groups, permutations: int, generator: torch.Generator, joint: bool) -> torch.Tensor:
-    """For each draw, the sum over pairs of za . zb[perm]; groups = [(Za[P, n], Zb[P, n])] of equal-length pairs.
+    """Per draw, the sum over pairs of za . zb[perm]; groups = [(Za[P, n], Zb[P, n])] of equal-length pairs.
 
-    Permutations come from `generator` draw by draw, group by group (pair by pair unless joint), so the result
-    does not depend on how draws are batched.
-    """
+    Drawn draw by draw, then group by group (pair by pair unless joint): batching cannot change them."""
     device = groups[0][0].device
     widest = max(za.shape[0] * za.shape[1] for za, _ in groups)
     batch = max(1, _BATCH_ELEMENTS // widest)
@@ -131,11 +129,8 @@ def aggregate_shuffle_null(
     joint: bool = True,
     device: DeviceLike = "cpu",
 ) -> NullResult:
-    """Mean statistic over pairs against a permutation null of b.
-
-    joint=True applies ONE permutation per draw to every b of the same length (the residual-dimension symmetry
-    of norm gains), so layers are not treated as independent. Pairs whose statistic is undefined are left out.
-    """
+    """Mean statistic over pairs vs a permutation null of the b's; joint=True draws ONE permutation per length per draw
+    (the residual-dimension symmetry of norm gains), so layers are not independent. Undefined pairs are left out."""
     if permutations < 1:
         raise SpecError(f"permutations must be at least 1, got {permutations}")
     dev = _device(device)
@@ -166,10 +161,8 @@ def reference_null_norm_gains(
     seed: int = 0,
     device: DeviceLike = "cpu",
 ) -> dict[str, NullResult]:
-    """Cosine and Pearson of independent Gaussian vectors with a's and b's mean and std, next to the observed ones.
-
-    Shows how high the raw cosine of unrelated all-positive vectors is; p = share of draws at least as similar.
-    """
+    """Cosine and Pearson of independent Gaussian vectors with a's and b's mean and std, beside the observed ones:
+    how high the raw cosine of unrelated all-positive vectors runs. p = share of draws at least as similar (+1)."""
     if draws < 1:
         raise SpecError(f"draws must be at least 1, got {draws}")
     dev = _device(device)

@@ -16,7 +16,7 @@ from solarforensics.errors import SelectionError, SpecError
 from solarforensics.metrics.device import DeviceLike, dtype_name, resolve_device
 
 # A CPU block makes ~12 passes over its data; at this size they run from the L2/L3 cache, not from RAM.
-_CPU_BLOCK = 1 << 18
+CPU_BLOCK_ELEMENTS = 1 << 18
 # Power-of-two scale exponents stay in this range so that 2**-e is a normal float64.
 MAX_SCALE_EXPONENT = 1000
 
@@ -200,10 +200,9 @@ def _block(sa: torch.Tensor, sb: torch.Tensor, buf: torch.Tensor, exact: bool, s
 
 
 def corr_from_moments(n, ux, uy, m2x, m2y, cxy) -> torch.Tensor:
-    """cos(x - c, y - c') from co-moments about the means (u = mean - c), elementwise on float64 tensors.
+    """cos(x - c, y - c') from co-moments about the means (u = mean - c), elementwise; NaN where a norm is zero.
 
-    Each side is divided by its own scale first, so nothing overflows; NaN where a norm is zero.
-    """
+    Each side is divided by its own scale first, so nothing overflows."""
     sx = torch.maximum(torch.sqrt(m2x.clamp_min(0) / n), ux.abs())
     sy = torch.maximum(torch.sqrt(m2y.clamp_min(0) / n), uy.abs())
     nx = (m2x / sx) / sx + n * (ux / sx) ** 2
@@ -233,7 +232,7 @@ def _flat_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 def _block_elements(device: torch.device, chunk_elements: int, acc: torch.dtype) -> int:
     if chunk_elements < 1:
         raise SpecError(f"chunk size must be at least 1 element, got {chunk_elements}")
-    block = min(chunk_elements, _CPU_BLOCK) if device.type == "cpu" else chunk_elements
+    block = min(chunk_elements, CPU_BLOCK_ELEMENTS) if device.type == "cpu" else chunk_elements
     # Counts travel in the accumulation dtype; float32 holds integers exactly only up to 2**24.
     return min(block, 1 << 24) if acc == torch.float32 else block
 
@@ -289,8 +288,7 @@ def pair_stats(
 ) -> PairStats:
     """Compare two tensors element by element (flattened), streaming blocks of <= chunk_elements to `device`.
 
-    Memory beyond the inputs: 3 x block elements in `accumulate`, plus ~128 bytes x min(n, spearman_max) for ranks.
-    """
+    Memory beyond the inputs: 3 x block elements in `accumulate`, plus ~128 bytes x min(n, spearman_max) for ranks."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if accumulate not in (torch.float64, torch.float32):
         raise SpecError(f"cannot accumulate in {accumulate}", "use torch.float64, or torch.float32 on CUDA")

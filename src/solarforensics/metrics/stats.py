@@ -27,10 +27,8 @@ def _finite_values(values) -> torch.Tensor:
 
 
 def empirical_p(observed: float, null_values, greater: bool = True) -> float:
-    """(1 + #{null at least as extreme as observed}) / (B + 1); NaN/None null values are dropped from B.
-
-    `greater`: large values are extreme (similarity); otherwise small ones are. Ties within 1e-12 (relative) count.
-    """
+    """(1 + #{null at least as extreme}) / (B + 1), extreme = large if `greater` else small; NaN/None nulls dropped.
+    Null values within 1e-12 (relative) of the observed one are ties and count."""
     null = _finite_values(null_values)
     slack = _TIE_TOLERANCE * abs(observed)
     hits = (null >= observed - slack) if greater else (null <= observed + slack)
@@ -48,11 +46,8 @@ def _log_chi2_sf_even(x: float, dof: int) -> float:
 
 
 def fisher_combine(pvalues: Iterable[float], *, log10: bool = False) -> tuple[float, float]:
-    """Fisher's method over independent p-values -> (p, log10 p), computed in log space so tiny p stay finite.
-
-    With `log10=True` the inputs are log10 p-values (for p below the double range). p may underflow to 0.0;
-    log10 p does not. Only for p-values from independent symmetries (see METHODS.md section 4).
-    """
+    """Fisher's method over p-values of INDEPENDENT symmetries -> (p, log10 p), in log space: p may underflow to 0.0,
+    log10 p stays finite. `log10=True`: the inputs are log10 p-values (for p below the double range)."""
     logs = [v * math.log(10) if log10 else math.log(max(v, _TINY)) for v in pvalues]
     if not logs:
         raise ValueError("fisher_combine needs at least one p-value")
