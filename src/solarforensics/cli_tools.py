@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from solarforensics.cli_app import bench_app, hub_app, out
+from solarforensics.cli_app import app, bench_app, hub_app, out
 from solarforensics.cli_options import Device, MaxGap, Workers
 from solarforensics.errors import ForensicsError
 
@@ -52,3 +52,15 @@ def bench_metrics(
 
     print_figures(out, "bench metrics: throughput", run(size_bytes=size_mb << 20, device=device))
     print_figures(out, "bench metrics: memory", bench_memory(total_elements=64 << 20, chunk_elements=1 << 22))
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the case file and reports go.")] = Path("results/demo"),
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated Hub latency.")] = 30,
+) -> None:
+    """The embedded demo, no network: a local Hub serving full-scale virtual replicas, and the Solar vs GLM case over HTTP."""
+    from solarforensics.analyses.demo import run_demo
+
+    report = run_demo(out_dir, latency_ms=latency_ms)
+    out.print(f"HTML report: {report}")
