@@ -1,9 +1,8 @@
-"""`inspect`: what a checkpoint holds, from its config and safetensors headers alone (no tensor data is read)."""
+"""`inspect`: what a checkpoint holds, from its config and safetensors/GGUF headers alone (no tensor data is read)."""
 
 from collections import Counter
 
 from solarforensics.analyses.models import OpenOptions, open_model
-from solarforensics.sources.safetensors_format import DTYPES
 
 # config.json keys differ by family; the first present wins
 _CONFIG_KEYS = {
@@ -36,7 +35,7 @@ def inspect_model(spec: str, options: OpenOptions | None = None) -> dict:
         entry = dtypes.setdefault(ref.dtype, {"tensors": 0, "parameters": 0, "bytes": 0})
         entry["tensors"] += 1
         entry["parameters"] += ref.numel
-        entry["bytes"] += ref.numel * DTYPES[ref.dtype][1]
+        entry["bytes"] += ref.nbytes  # the stored span: numel x size for safetensors, whole blocks for GGUF quants
     provenance = source.provenance
     return {
         "model": spec,

@@ -7,6 +7,7 @@ from typing import Any
 from solarforensics.render import plots
 from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Report, Table
 from solarforensics.render.compare_view import compare_blocks, layer_matrix_blocks
+from solarforensics.render.evidence_views import arch_blocks, license_blocks, tokenizer_blocks
 from solarforensics.render.formatting import (
     MISSING, fmt_bytes, fmt_count, fmt_int, fmt_num, fmt_p, fmt_seconds, fmt_value,
 )
@@ -30,7 +31,8 @@ def build_report(doc: Any, index: int = 1) -> Report:
         return Report(f"Document {index}", f"doc-{index}", [Facts("Content", [("value", fmt_value(doc, 400))])])
     kind = str(doc.get("kind", "unknown"))
     kind_builders = {"compare": compare_blocks, "matrix": matrix_blocks, "inspect": inspect_blocks,
-                     "provenance": provenance_blocks}
+                     "provenance": provenance_blocks, "arch": arch_blocks, "tokenizer": tokenizer_blocks,
+                     "license": license_blocks}
     builder = kind_builders.get(kind, generic_blocks)
     try:
         body = builder(doc)

@@ -134,6 +134,23 @@ class TensorSource:
         raw = self.read_bytes(names, progress)
         return {name: tensor_from_bytes(buf, self.tensors[name]) for name, buf in raw.items()}
 
+    def read_rows(self, name: str, row_indices: Iterable[int]) -> torch.Tensor:
+        """Rows (first dimension) of one tensor, in the order asked; only those rows' bytes are read (not cached)."""
+        ref = self.ref(name)
+        rows = [int(r) for r in row_indices]
+        if not ref.shape or any(not 0 <= r < ref.shape[0] for r in rows):
+            raise NotFoundError(f"{self.name}: tensor {name!r} of shape {list(ref.shape)} has no rows {rows[:5]}…")
+        width = ref.nbytes // ref.shape[0] if ref.shape[0] else 0
+        unique = sorted(set(rows))
+        spans = plan_spans(((ref.file, ref.start + r * width, ref.start + (r + 1) * width) for r in unique if width),
+                           self.max_gap, self.max_span)
+        pieces = fetch_spans(spans, self._fetch, self.workers)
+        buf = bytearray()
+        for r in rows:
+            buf += assemble(pieces, ref.file, ref.start + r * width, ref.start + (r + 1) * width) if width else b""
+        shape = (len(rows), *ref.shape[1:])
+        return tensor_from_bytes(buf, TensorRef(name, ref.file, ref.dtype, shape, 0, len(buf)))
+
     def iter_tensors(
         self, names: Iterable[str], batch_bytes: int = 256 << 20, progress: Callable[[int], None] | None = None
     ) -> Iterator[tuple[str, torch.Tensor]]:

@@ -9,6 +9,7 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx2
 from huggingface_hub import HfApi, get_token, hf_hub_url
@@ -31,51 +32,39 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+@contextmanager
 def hub_errors(repo: str, revision: str | None, endpoint: str):
-    """Context manager turning huggingface_hub / httpx2 exceptions into our one-line errors."""
-    return _HubErrors(repo, revision, endpoint)
-
-
-class _HubErrors:
-    def __init__(self, repo, revision, endpoint):
-        self.repo, self.revision, self.endpoint = repo, revision, endpoint
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if err is None or not isinstance(err, Exception):
-            return False
-        repo = self.repo
-        if isinstance(err, hf_errors.GatedRepoError):
-            raise AccessError(
-                f"{repo} is gated and this token has no access (or no token was given)",
-                "request access on the model page, then set HF_TOKEN or run `hf auth login`",
-            ) from None
-        if isinstance(err, hf_errors.RepositoryNotFoundError):
-            raise NotFoundError(
-                f"repo {repo} not found at {self.endpoint}", "check the name; a private repo also needs HF_TOKEN"
-            ) from None
-        if isinstance(err, hf_errors.RevisionNotFoundError):
-            raise NotFoundError(f"revision {self.revision!r} not found in {repo}", "check the branch, tag or sha") from None
-        if isinstance(err, (hf_errors.RemoteEntryNotFoundError, hf_errors.EntryNotFoundError)):
-            raise NotFoundError(f"a file was not found in {repo}: {_first_line(err)}") from None
-        if isinstance(err, hf_errors.DisabledRepoError):
-            raise AccessError(f"{repo} is disabled on the Hub") from None
-        if isinstance(err, hf_errors.OfflineModeIsEnabled if hasattr(hf_errors, "OfflineModeIsEnabled") else ()):
-            raise TransferError(f"cannot read {repo}: HF_HUB_OFFLINE is set", "unset it to read from the Hub") from None
-        if isinstance(err, hf_errors.HfHubHTTPError):
-            status = getattr(err.response, "status_code", None)
-            if status == 429:
-                after = err.response.headers.get("retry-after", "?")
-                raise TransferError(f"rate limited by {self.endpoint} after retries (Retry-After: {after}s)", "retry later") from None
-            raise TransferError(f"{self.endpoint} answered HTTP {status} for {repo}: {_first_line(err)}") from None
-        if isinstance(err, httpx2.HTTPError):
-            raise TransferError(
-                f"cannot reach {self.endpoint} ({type(err).__name__}: {_first_line(err) or 'no answer'})",
-                "check the network or HF_ENDPOINT",
-            ) from None
-        return False
+    """Turn huggingface_hub / httpx2 exceptions into our one-line errors (never echoing a token)."""
+    try:
+        yield
+    except hf_errors.GatedRepoError:
+        raise AccessError(
+            f"{repo} is gated and this token has no access (or no token was given)",
+            "request access on the model page, then set HF_TOKEN or run `hf auth login`",
+        ) from None
+    except hf_errors.RepositoryNotFoundError:
+        raise NotFoundError(
+            f"repo {repo} not found at {endpoint}", "check the name; a private repo also needs HF_TOKEN"
+        ) from None
+    except hf_errors.RevisionNotFoundError:
+        raise NotFoundError(f"revision {revision!r} not found in {repo}", "check the branch, tag or sha") from None
+    except (hf_errors.RemoteEntryNotFoundError, hf_errors.EntryNotFoundError) as err:
+        raise NotFoundError(f"a file was not found in {repo}: {_first_line(err)}") from None
+    except hf_errors.DisabledRepoError:
+        raise AccessError(f"{repo} is disabled on the Hub") from None
+    except hf_errors.OfflineModeIsEnabled:
+        raise TransferError(f"cannot read {repo}: HF_HUB_OFFLINE is set", "unset it to read from the Hub") from None
+    except hf_errors.HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        if status == 429:
+            after = err.response.headers.get("retry-after", "?")
+            raise TransferError(f"rate limited by {endpoint} after retries (Retry-After: {after}s)", "retry later") from None
+        raise TransferError(f"{endpoint} answered HTTP {status} for {repo}: {_first_line(err)}") from None
+    except httpx2.HTTPError as err:
+        raise TransferError(
+            f"cannot reach {endpoint} ({type(err).__name__}: {_first_line(err) or 'no answer'})",
+            "check the network or HF_ENDPOINT",
+        ) from None
 
 
 def _first_line(err: Exception) -> str:

@@ -10,6 +10,16 @@ SINGLE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
+class GGUFOnlyError(NotFoundError):
+    """A folder or repo whose only weights are .gguf files: the caller opens one with the GGUF source."""
+
+    def __init__(self, where: str, gguf_files: list[str]):
+        self.gguf_files = gguf_files
+        shown = ", ".join(gguf_files[:8]) + (", ..." if len(gguf_files) > 8 else "")
+        super().__init__(f"{where}: no safetensors weights, but {len(gguf_files)} .gguf files ({shown})",
+                         hint=f"name one: {where}/{gguf_files[0]}")
+
+
 def refuse_pickle(name: str) -> None:
     raise UnsafeFormatError(
         f"{name} is a pickle-based checkpoint; solarforensics never unpickles (it can run arbitrary code)",
@@ -35,6 +45,9 @@ def weight_files(files: list[str], read_json: Callable[[str], object], where: st
     safetensors = sorted(f for f in files if f.endswith(".safetensors"))
     if safetensors:
         return safetensors, None
+    ggufs = sorted(f for f in files if f.endswith(".gguf"))
+    if ggufs:
+        raise GGUFOnlyError(where, ggufs)
     pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
     if pickles:
         refuse_pickle(f"{where}/{pickles[0]}")

@@ -1,4 +1,5 @@
-"""Source specs: `hf:owner/name[@rev]`, `owner/name[@rev]`, a local folder, or a single .safetensors file."""
+"""Source specs: `hf:owner/name[@rev]`, `owner/name[@rev]`, `[hf:]owner/name[@rev]/path/file.gguf`, a local folder,
+or a single .safetensors or .gguf file."""
 
 import re
 from pathlib import Path
@@ -6,9 +7,12 @@ from pathlib import Path
 from solarforensics.errors import NotFoundError, SpecError
 from solarforensics.sources.base import TensorSource
 from solarforensics.sources.cache import RangeCache
-from solarforensics.sources.layout import PICKLE_SUFFIXES, refuse_pickle
+from solarforensics.sources.layout import PICKLE_SUFFIXES, GGUFOnlyError, refuse_pickle
 
 _HUB_SPEC = re.compile(r"^(?:hf:)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@([^\s@]+))?$")
+_HUB_GGUF_SPEC = re.compile(
+    r"^(?:hf:)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@([^\s@/]+))?/([^\s@]+\.gguf)$"
+)
 _FILE_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
 
 
@@ -29,6 +33,7 @@ def open_source(
     workers: int | None = None,
 ) -> TensorSource:
     """Open whatever the spec names. Local paths win over Hub ids; `hf:` forces the Hub."""
+    from solarforensics.sources.gguf import GGUFSource, HubGGUFSource
     from solarforensics.sources.hub import HubSource
     from solarforensics.sources.local import LocalSource
 
@@ -36,7 +41,19 @@ def open_source(
         raise SpecError("empty model spec", "give a Hub id (owner/name[@rev]), an alias, a folder or a .safetensors file")
     path = Path(spec).expanduser()
     if not spec.startswith("hf:") and path.exists():
-        return LocalSource(path, spec=spec, max_gap=max_gap, workers=workers)
+        if path.is_file() and path.name.endswith(".gguf"):
+            return GGUFSource(path, spec=spec, max_gap=max_gap, workers=workers)
+        try:
+            return LocalSource(path, spec=spec, max_gap=max_gap, workers=workers)
+        except GGUFOnlyError as only:  # a folder holding one .gguf file is that file
+            if len(only.gguf_files) != 1:
+                raise
+            return GGUFSource(path / only.gguf_files[0], spec=spec, max_gap=max_gap, workers=workers)
+    cache = RangeCache(cache_dir) if use_cache else None
+    transfer = dict(spec=spec, endpoint=endpoint, token=token, cache=cache, max_gap=max_gap, workers=workers)
+    gguf = _HUB_GGUF_SPEC.match(spec.strip())
+    if gguf:
+        return HubGGUFSource(gguf[1], gguf[3], gguf[2], **transfer)
     if spec.endswith(PICKLE_SUFFIXES):
         refuse_pickle(spec)
     hub = None if spec.endswith(_FILE_SUFFIXES) or spec.startswith(("/", ".", "~")) else parse_hub_spec(spec)
@@ -48,7 +65,9 @@ def open_source(
             "give a Hub id (owner/name[@rev]), an alias (see `solarforensics models`), a folder or a .safetensors file",
         )
     repo, revision = hub
-    cache = RangeCache(cache_dir) if use_cache else None
-    return HubSource(
-        repo, revision, spec=spec, endpoint=endpoint, token=token, cache=cache, max_gap=max_gap, workers=workers
-    )
+    try:
+        return HubSource(repo, revision, **transfer)
+    except GGUFOnlyError as only:  # a repo holding one .gguf file is that file
+        if len(only.gguf_files) != 1:
+            raise
+        return HubGGUFSource(repo, only.gguf_files[0], revision, **transfer)

@@ -1,0 +1,104 @@
+"""Attention CKA over all layer pairs (AWM): unbiased linear CKA of W_K, W_V (and W_Q) between every layer of A and
+every layer of B, with the residual dimensions as samples and the output channels as features.
+
+Before comparing, each matrix gets its preceding norm gain folded in, B's residual dimensions are put in A's order
+by the residual alignment, and each dimension's row is scaled to unit length (gain re-absorption and per-dimension
+scale then change nothing). CKA is then invariant to head permutations,
+rotations inside heads and different head counts (it sees only d x d Gram matrices). The statistic is the mean
+CKA along the best layer path; its null redraws the whole path after shuffling B's aligned dimensions. There is
+no exchangeability argument once the alignment was fitted to the two models, so no p-value: the verdict reads the
+effect against thresholds fitted on the ground-truth zoo.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from solarforensics.analyses.tests.layer_alignment import align_layers, layer_matrix_record, path_mean
+from solarforensics.analyses.tests.residual_alignment import Alignment
+from solarforensics.analyses.tests.weights import ModelWeights, not_applicable, result
+from solarforensics.metrics.cka import cka_matrix, stack_grams
+from solarforensics.metrics.stats import summarize
+
+NAME = "attention-cka"
+ROLES_BY_TEST = {"cka": ("k", "v"), "cka-q": ("q",)}
+NULL_WORK = 4e11  # multiply-adds allowed for the null draws (all roles together)
+MIN_DRAWS, MAX_DRAWS = 5, 50
+
+
+def _features(model: ModelWeights, alignment: Alignment, role: str, layer: int, side: str, device) -> torch.Tensor:
+    """[residual dims, output channels], each dim's row scaled to unit length: what a dim reads, not how loudly."""
+    w = model.folded(role, layer, device=device)
+    x = (alignment.take_a(w) if side == "a" else alignment.take_b(w)).T
+    # Per-dim scale is what gains, their re-absorption and the signature alignment all act on; left in, an alignment
+    # that pairs dims of similar scale widens the spread of CKA cells and lifts the best path even for unrelated
+    # models. Directions alone keep the invariances (head permutations, rotations within heads).
+    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def null_draws(layers_a: int, layers_b: int, dims: int, roles: int) -> int:
+    per_draw = layers_a * layers_b * dims * dims * max(roles, 1)
+    return int(min(MAX_DRAWS, max(MIN_DRAWS, NULL_WORK // max(per_draw, 1))))
+
+
+@torch.no_grad()
+def role_matrices(a: ModelWeights, b: ModelWeights, alignment: Alignment, roles: tuple[str, ...], *,
+                  draws: int, seed: int, device="cpu", accumulate=torch.float64) -> dict:
+    """Per role: layers, the observed L_A x L_B CKA matrix and `draws` null matrices (shared permutations)."""
+    out = {}
+    for role in roles:
+        layers_a, layers_b = a.layers_with(role), b.layers_with(role)
+        if not layers_a or not layers_b or alignment.dims < 4:
+            continue
+        grams_a = stack_grams([_features(a, alignment, role, la, "a", device) for la in layers_a],
+                              device=device, accumulate=accumulate)
+        grams_b = stack_grams([_features(b, alignment, role, lb, "b", device) for lb in layers_b],
+                              device=device, accumulate=accumulate)
+        generator = torch.Generator().manual_seed(seed)  # the same draws for every role, so their mean is a draw
+        perms = [torch.randperm(alignment.dims, generator=generator).to(grams_b.device) for _ in range(draws)]
+        out[role] = {"layers_a": layers_a, "layers_b": layers_b, "matrix": cka_matrix(grams_a, grams_b),
+                     "null": [cka_matrix(grams_a, grams_b, p) for p in perms]}
+        del grams_a, grams_b
+    return out
+
+
+def mean_matrix(matrices: dict, key: str = "matrix", draw: int | None = None) -> torch.Tensor | None:
+    """Mean over roles of the observed matrix (or of null draw `draw`), when all roles cover the same layers."""
+    shapes = {(tuple(m["layers_a"]), tuple(m["layers_b"])) for m in matrices.values()}
+    if len(shapes) != 1:
+        return None
+    pieces = [m[key] if draw is None else m["null"][draw] for m in matrices.values()]
+    return torch.nanmean(torch.stack(pieces), dim=0)
+
+
+def cka_test(matrices: dict, alignment: Alignment | None, reasons: list[str]) -> tuple[dict, dict | None, dict]:
+    """(results row, layer alignment of the mean CKA matrix, layer_matrices records)."""
+    if not matrices:
+        return not_applicable(NAME, "; ".join(reasons) or "no attention matrices in both models"), None, {}
+    observed = mean_matrix(matrices)
+    if observed is None:
+        role = next(iter(matrices))
+        observed, matrices = matrices[role]["matrix"], {role: matrices[role]}
+    first = next(iter(matrices.values()))
+    layers_a, layers_b = first["layers_a"], first["layers_b"]
+    layers = align_layers(observed, layers_a, layers_b, f"mean CKA of W_{'/W_'.join(r.upper() for r in matrices)}")
+    draws = len(first["null"])
+    null = summarize([path_mean(mean_matrix(matrices, draw=d)) for d in range(draws)])
+    statistic = layers["path_mean"]
+    spread = null["std"] or 0.0
+    effect = (statistic - null["mean"]) / spread if spread > 0 else None
+    records = {f"attn-{role} CKA": layer_matrix_record(m["matrix"], layers_a, layers_b, "cka")
+               for role, m in matrices.items()}
+    records["mean attention CKA"] = layer_matrix_record(observed, layers_a, layers_b, "cka", layers)
+    method = alignment.method if alignment is not None else "none"
+    notes = (f"mean unbiased CKA along the layer path ({len(layers['pairs'])} pairs) after {method} alignment; "
+             f"null: B's aligned residual dims shuffled, path redrawn ({draws} draws); no p-value (the alignment "
+             f"was fitted to both models): decided by the effect's thresholds")
+    if reasons:
+        notes += "; " + "; ".join(reasons)
+    row = result(NAME, statistic=statistic, null={**null, "kind": "B's aligned residual dims shuffled"},
+                 effect=None if effect is None or math.isnan(effect) else effect, notes=notes,
+                 background=layers["background"], roles=list(matrices), alignment_method=method)
+    return row, layers, records

@@ -1,0 +1,214 @@
+"""Residual-basis alignment (AWM step 1): which residual dimension of B plays the role of each dimension of A.
+
+Primary: embedding rows of tokens shared *by string*; the cosine of every column of A with every column of B;
+linear assignment on |cos| gives a permutation and the signs. Fallback when the embeddings were re-initialised:
+per-dimension signatures that move with the residual basis but not with gain re-absorption, head or unit
+permutations: the column norms of every gain-folded matrix that reads the residual stream (Q, K, V, router, MLP
+inputs). Quality is the mean matched similarity beside a null where correspondence is destroyed (tokens shuffled,
+or each signature feature shuffled over dimensions). The matching's Spearman rho against the identity has an exact
+null when B's residual dimensions are exchangeable (independent initialisations): it detects undisguised copies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from solarforensics.analyses.tests.weights import PRECEDING_NORM, ModelWeights, proportional_pairs, result
+from solarforensics.metrics.matching import assign, rank_test
+from solarforensics.metrics.stats import summarize
+
+NAME = "residual-alignment"
+SIGNATURE_ROLES = ("q", "k", "v", "router", "mlp_gate", "mlp_up", "shared_gate", "shared_up")
+SIGN_ROLES = ("k", "v", "q")  # Gram matrices used to recover signs when signatures (sign-blind) align
+
+
+@dataclass
+class Alignment:
+    """Matched residual dims (index_a[i] of A <-> index_b[i] of B, B's flipped by signs[i]) and how they were found."""
+
+    method: str
+    index_a: torch.Tensor
+    index_b: torch.Tensor
+    signs: torch.Tensor
+    details: dict = field(default_factory=dict)
+
+    @classmethod
+    def unaligned(cls, dims: int) -> Alignment:
+        index = torch.arange(dims)
+        return cls("none", index, index.clone(), torch.ones(dims, dtype=torch.float64))
+
+    @property
+    def dims(self) -> int:
+        return len(self.index_a)
+
+    @property
+    def found(self) -> bool:
+        return self.method != "none"
+
+    def take_a(self, w: torch.Tensor) -> torch.Tensor:
+        """A's matched residual dims along the last axis."""
+        return w.index_select(-1, self.index_a.to(w.device))
+
+    def take_b(self, w: torch.Tensor, signed: bool = True) -> torch.Tensor:
+        """B's partners along the last axis, sign-flipped (matrices) or not (gains, which a flip leaves alone)."""
+        out = w.index_select(-1, self.index_b.to(w.device))
+        return out * self.signs.to(w.device, w.dtype) if signed else out
+
+    def permuted_b(self, generator: torch.Generator) -> Alignment:
+        """The same alignment with B's partners shuffled: one draw of the 'no correspondence' null."""
+        order = torch.randperm(self.dims, generator=generator)
+        return Alignment(self.method, self.index_a, self.index_b[order], self.signs[order], self.details)
+
+
+def _unit_columns(x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(dim=0, keepdim=True)
+    norms = torch.linalg.vector_norm(x, dim=0, keepdim=True)
+    return x / torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
+def _assignment_quality(similarity: torch.Tensor, absolute: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
+    rows, cols = assign(similarity.abs() if absolute else similarity)
+    index_a, index_b = torch.as_tensor(rows), torch.as_tensor(cols)
+    matched = similarity[index_a, index_b]
+    return index_a, index_b, float((matched.abs() if absolute else matched).mean())
+
+
+def null_draws_for(dims: int) -> int:
+    """Null draws, fewer for wide models: one linear assignment costs ~dims^3."""
+    return max(3, min(20, int(2e9 / max(dims, 1) ** 3)))
+
+
+def _candidate(method: str, index_a, index_b, signs, quality: float, null: list[float], extra: dict) -> Alignment:
+    background = summarize(null)
+    spread = background["std"] or 0.0
+    effect = (quality - background["mean"]) / spread if spread > 0 else None
+    rank = rank_test(index_a.tolist(), index_b.tolist())
+    details = {"quality": quality, "null": {**background, "draws": len(null)}, "effect": effect,
+               "spearman": rank.as_dict(), "dims_matched": len(index_a),
+               "identity_fraction": float((index_a == index_b).double().mean()) if len(index_a) else None,
+               "signs_flipped": int((signs < 0).sum()), **extra}
+    return Alignment(method, index_a, index_b, signs, details)
+
+
+@torch.no_grad()
+def embedding_alignment(rows_a: torch.Tensor, rows_b: torch.Tensor, seed: int = 0, device="cpu") -> Alignment:
+    """Align by the embedding rows of shared tokens ([k, d_A] and [k, d_B], row i = the same token string)."""
+    ea = _unit_columns(rows_a.to(device, torch.float64))
+    eb = _unit_columns(rows_b.to(device, torch.float64))
+    cosines = (ea.T @ eb).cpu()
+    index_a, index_b, quality = _assignment_quality(cosines, absolute=True)
+    signs = torch.sign(cosines[index_a, index_b])
+    signs[signs == 0] = 1.0
+    generator = torch.Generator().manual_seed(seed)
+    null = []
+    for _ in range(null_draws_for(cosines.shape[0])):
+        shuffled = eb[torch.randperm(eb.shape[0], generator=generator).to(eb.device)]
+        null.append(_assignment_quality((ea.T @ shuffled).cpu(), absolute=True)[2])
+    return _candidate("embeddings", index_a, index_b, signs, quality, null,
+                      {"tokens": rows_a.shape[0], "null_kind": "shared tokens shuffled between the models"})
+
+
+def _signatures(model: ModelWeights, pairs: list[tuple[str, int]]) -> torch.Tensor:
+    """[d, features]: per residual dim, the log norm of its column in each gain-folded residual-reading matrix."""
+    columns = [torch.linalg.vector_norm(model.folded(role, layer), dim=0) for role, layer in pairs]
+    return torch.stack(columns, dim=1).clamp_min(1e-300).log()
+
+
+def _blocks(pairs: list[tuple[str, int]]) -> list[list[int]]:
+    """Feature indices of matrices behind the same norm of the same layer (they share that gain: one block)."""
+    blocks: dict[tuple[int, str], list[int]] = {}
+    for i, (role, layer) in enumerate(pairs):
+        blocks.setdefault((layer, PRECEDING_NORM.get(role, role)), []).append(i)
+    return [block for block in blocks.values() if len(block) > 1]
+
+
+def _standardise(f: torch.Tensor, blocks: list[list[int]]) -> torch.Tensor:
+    """Per block, each dim's level removed (a gain or a per-layer scale shared by the block says nothing about the
+    dim's identity); then features z-scored over dims, and each dim's profile centered and normalised."""
+    f = torch.cat([f[:, b] - f[:, b].mean(dim=1, keepdim=True) for b in blocks], dim=1)
+    f = (f - f.mean(dim=0, keepdim=True)) / f.std(dim=0, keepdim=True).clamp_min(1e-300)
+    f = f - f.mean(dim=1, keepdim=True)
+    return f / torch.linalg.vector_norm(f, dim=1, keepdim=True).clamp_min(1e-300)
+
+
+@torch.no_grad()
+def signature_alignment(a: ModelWeights, b: ModelWeights, seed: int = 0, device="cpu") -> Alignment | None:
+    """Align by per-dimension signatures; None when the two models share too few residual-reading matrices."""
+    pairs_a, pairs_b = [], []
+    for role in SIGNATURE_ROLES:
+        for la, lb in proportional_pairs(a.layers_with(role), b.layers_with(role)):
+            if a.names_for([role], [la])[0] in a.tensors and b.names_for([role], [lb])[0] in b.tensors:
+                pairs_a.append((role, la))
+                pairs_b.append((role, lb))
+    blocks = _blocks(pairs_a)
+    if not blocks:
+        return None
+    fa, fb = _signatures(a, pairs_a), _signatures(b, pairs_b)
+    sa = _standardise(fa, blocks)
+    similarity = sa @ _standardise(fb, blocks).T
+    index_a, index_b, quality = _assignment_quality(similarity, absolute=False)
+    generator = torch.Generator().manual_seed(seed)
+    null = []
+    for _ in range(null_draws_for(similarity.shape[0])):
+        scrambled = fb.clone()
+        for block in blocks:  # one permutation per block: within-block structure kept, correspondence lost
+            scrambled[:, block] = fb[torch.randperm(fb.shape[0], generator=generator)][:, block]
+        null.append(_assignment_quality(sa @ _standardise(scrambled, blocks).T, absolute=False)[2])
+    signs = _recover_signs(a, b, index_a, index_b, device)
+    return _candidate("signatures", index_a, index_b, signs, quality, null,
+                      {"features": sum(len(b) - 1 for b in blocks),
+                       "null_kind": "B's dims shuffled independently per layer block"})
+
+
+def _recover_signs(a: ModelWeights, b: ModelWeights, index_a, index_b, device) -> torch.Tensor:
+    """Signs s with G_A ~ S G_B S over the matched dims: the leading eigenvector of sum(G_A * G_B), off-diagonal."""
+    total = torch.zeros(len(index_a), len(index_a), dtype=torch.float64, device=device)
+    for role in SIGN_ROLES:
+        for la, lb in proportional_pairs(a.layers_with(role), b.layers_with(role)):
+            if a.names_for([role], [la])[0] not in a.tensors or b.names_for([role], [lb])[0] not in b.tensors:
+                continue
+            xa = a.folded(role, la, device=device)[:, index_a.to(device)]
+            xb = b.folded(role, lb, device=device)[:, index_b.to(device)]
+            total += (xa.T @ xa) * (xb.T @ xb)
+        if total.abs().sum() > 0:
+            break
+    total.fill_diagonal_(0)
+    if not total.abs().sum() > 0:
+        return torch.ones(len(index_a), dtype=torch.float64)
+    vector = torch.linalg.eigh(total).eigenvectors[:, -1].cpu()
+    signs = torch.sign(vector)
+    signs[signs == 0] = 1.0
+    return signs * (1.0 if (signs > 0).sum() * 2 >= len(signs) else -1.0)  # a global flip changes no Gram matrix
+
+
+def choose(candidates: list[Alignment], min_effect: float) -> Alignment | None:
+    """Embeddings when they align clearly; otherwise the candidate that stands out most from its null."""
+    usable = [c for c in candidates if c is not None and c.details.get("effect") is not None]
+    if not usable:
+        return None
+    for candidate in usable:
+        if candidate.method == "embeddings" and candidate.details["effect"] >= min_effect:
+            return candidate
+    return max(usable, key=lambda c: c.details["effect"])
+
+
+def alignment_test(chosen: Alignment | None, candidates: list[Alignment], reasons: list[str]) -> dict:
+    """The results row: quality and effect of the chosen alignment, and its Spearman p-value against the identity."""
+    if chosen is None:
+        return result(NAME, False, notes="; ".join(reasons) or "no way to align the residual dimensions",
+                      reason="; ".join(reasons))
+    d = chosen.details
+    rank = d["spearman"]
+    effect = d["effect"]
+    notes = (f"{chosen.method}: {d['dims_matched']} dims matched, {d['signs_flipped']} signs flipped, "
+             f"{100 * (d['identity_fraction'] or 0):.0f}% at the same index; p: Spearman of the matching vs the "
+             f"identity ({rank['method']}), exact under exchangeable residual dims")
+    if reasons:
+        notes += "; " + "; ".join(reasons)
+    return result(NAME, statistic=d["quality"], null=d["null"], p_value=rank["p_value"],
+                  log10_p_value=rank["log10_p_value"], effect=None if effect is None or math.isnan(effect) else effect,
+                  notes=notes, symmetry="residual", method=chosen.method,
+                  candidates={c.method: {k: v for k, v in c.details.items()} for c in candidates if c is not None})

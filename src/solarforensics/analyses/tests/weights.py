@@ -1,0 +1,129 @@
+"""One model's weights as the provenance tests see them: canonical roles by layer, gains folded, residual dims aligned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from solarforensics.families.family import Family, find_family
+from solarforensics.sources.base import TensorSource
+
+# The norm whose gain multiplies the input of each residual-reading matrix (pre-norm decoders).
+PRECEDING_NORM = {"q": "attn_norm", "k": "attn_norm", "v": "attn_norm", "router": "mlp_norm",
+                  "mlp_gate": "mlp_norm", "mlp_up": "mlp_norm", "shared_gate": "mlp_norm", "shared_up": "mlp_norm"}
+NORMS = ("attn_norm", "mlp_norm")
+
+
+@dataclass
+class ModelWeights:
+    """Tensor names by (role, layer) for the decoder layers (MTP layers left out), and the tensors once read."""
+
+    label: str
+    source: TensorSource
+    family: Family
+    dims: dict
+    layers: list[int]
+    names: dict[tuple[str, int | None], str]
+    fused_from: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    embed_rows: torch.Tensor | None = None  # rows of shared tokens, in token-map order
+
+    @classmethod
+    def of(cls, label: str, source: TensorSource) -> ModelWeights:
+        family = find_family(source.config, list(source.tensors))
+        excluded = family.mtp_layers(source.config, list(source.tensors))
+        names, fused_from, layers = {}, {}, set()
+        for match in family.classify(source.tensors)[0]:
+            if match.expert is not None or (match.layer is not None and match.layer in excluded):
+                continue
+            if match.role in family.mtp_roles:
+                continue
+            names[(match.role, match.layer)] = match.name
+            if match.layer is not None:
+                layers.add(match.layer)
+            for part in family.fused[match.role].parts if match.role in family.fused else ():
+                fused_from[(part, match.layer)] = match.role
+        return cls(label, source, family, family.dims(source.config), sorted(layers), names, fused_from)
+
+    # -- what exists ---------------------------------------------------------------------------------------------
+
+    def has(self, role: str, layer: int | None) -> bool:
+        return (role, layer) in self.names or (role, layer) in self.fused_from
+
+    def layers_with(self, role: str) -> list[int]:
+        return [layer for layer in self.layers if self.has(role, layer)]
+
+    def stored_name(self, role: str, layer: int | None) -> str:
+        """The on-disk tensor holding a role (the fused tensor for a fused part)."""
+        fused = self.fused_from.get((role, layer))
+        return self.names[(fused, layer)] if fused and (role, layer) not in self.names else self.names[(role, layer)]
+
+    def names_for(self, roles, layers=None) -> list[str]:
+        """Tensor names to read for these roles (all decoder layers unless given), each once."""
+        wanted = self.layers if layers is None else layers
+        out = []
+        for role in roles:
+            for layer in ([None] if (role, None) in self.names else wanted):
+                if self.has(role, layer):
+                    out.append(self.stored_name(role, layer))
+        return list(dict.fromkeys(out))
+
+    @property
+    def hidden(self) -> int | None:
+        return self.dims.get("hidden_size")
+
+    # -- values --------------------------------------------------------------------------------------------------
+
+    def get(self, role: str, layer: int | None, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
+        """A role's matrix in (out, in) layout, split from its fused tensor when needed, converted to `dtype`."""
+        fused = self.fused_from.get((role, layer)) if (role, layer) not in self.names else None
+        stored = fused or role
+        t = self.tensors[self.names[(stored, layer)]].to(device, dtype)
+        if stored in self.family.transposed and t.dim() == 2:
+            t = t.T
+        if fused is None:
+            return t
+        split = self.family.fused[fused]
+        parts = split.parts
+        if split.split == "gqa":
+            head_dim = self.dims["head_dim"]
+            sizes = [self.dims["num_heads"] * head_dim] + [self.dims["num_kv_heads"] * head_dim] * (len(parts) - 1)
+        else:
+            sizes = [t.shape[split.axis] // len(parts)] * len(parts)
+        return torch.split(t, sizes, dim=split.axis)[parts.index(role)]
+
+    def gain(self, norm: str, layer: int | None, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
+        """The multiplicative gain of a norm (families storing `w` for a gain of `1 + w` have norm_offset 1)."""
+        return self.get(norm, layer, dtype, device) + self.family.norm_offset
+
+    def folded(self, role: str, layer: int, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
+        """W diag(g): the matrix with its preceding norm gain folded in, so moving scale between them changes nothing."""
+        w = self.get(role, layer, dtype, device)
+        norm = PRECEDING_NORM.get(role)
+        if norm is None or not self.has(norm, layer):
+            return w
+        return w * self.gain(norm, layer, dtype, device)[None, :]
+
+
+def proportional_pairs(layers_a: list[int], layers_b: list[int]) -> list[tuple[int, int]]:
+    """Layer pairs at the same relative depth (the shorter model's layers each paired once): a map-free default."""
+    if not layers_a or not layers_b:
+        return []
+    short, long_, flip = (layers_a, layers_b, False) if len(layers_a) <= len(layers_b) else (layers_b, layers_a, True)
+    pairs = []
+    for i, layer in enumerate(short):
+        j = round(i * (len(long_) - 1) / max(len(short) - 1, 1))
+        pairs.append((long_[j], layer) if flip else (layer, long_[j]))
+    return pairs
+
+
+def result(name: str, applicable: bool = True, *, statistic=None, null=None, p_value=None, log10_p_value=None,
+           effect=None, notes: str = "", **details) -> dict:
+    """One row of the results' `tests` list (the keys every test has), plus test-specific details."""
+    return {"name": name, "applicable": applicable, "statistic": statistic, "null": null, "p_value": p_value,
+            "log10_p_value": log10_p_value, "effect": effect, "notes": notes, **details}
+
+
+def not_applicable(name: str, reason: str) -> dict:
+    return result(name, False, notes=reason, reason=reason)

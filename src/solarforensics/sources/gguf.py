@@ -1,0 +1,235 @@
+"""Tensors from a GGUF file, local or in a Hub repo (range reads: the header at the start, tensors at offsets).
+
+Tensors come out in PyTorch layout: shapes reversed from GGUF's ne[0]-fastest order, quantised types dequantised to
+float32, and llama.cpp's RoPE row permutation of llama Q/K weights undone, so they compare element-wise with the
+same model's safetensors. The config is synthetic, built from the GGUF metadata, with model_type `gguf:<arch>`.
+"""
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.utils import build_hf_headers
+
+from solarforensics import __version__
+from solarforensics.errors import FormatError, NotFoundError, SpecError, TransferError
+from solarforensics.sources.base import FileRecord, Provenance, TensorSource
+from solarforensics.sources.cache import RangeCache
+from solarforensics.sources.gguf_format import GGUFHeader, parse_gguf
+from solarforensics.sources.gguf_quants import SUPPORTED, dequantize
+from solarforensics.sources.hub import _REPO_ID, DEFAULT_ENDPOINT, HubSource, hub_errors
+
+# llama.cpp's converter interleaves the two RoPE halves of each head's Q/K rows for these architectures only.
+ROPE_PERMUTED_ARCHS = frozenset({"llama"})
+_QK = {"attn_q.weight": "attention.head_count", "attn_k.weight": "attention.head_count_kv"}
+_SMALL_ARRAY = 64  # metadata arrays up to this length are copied into the synthetic config
+
+
+@dataclass(frozen=True)
+class GGUFVocab:
+    """The tokenizer stored in GGUF metadata (tokenizer.ggml.*); lists are empty where the file has none."""
+
+    model: str | None
+    pre: str | None
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    scores: list[float]
+    special_ids: dict[str, int]
+
+
+def gguf_config(metadata: dict, tensor_names: Iterable[str]) -> dict:
+    """A config.json-like dict from GGUF metadata, in transformers' field names, with model_type `gguf:<arch>`."""
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise FormatError("GGUF metadata has no general.architecture", hint="the file is not a model GGUF")
+    names = set(tensor_names)
+
+    def arch_key(key: str):
+        return metadata.get(f"{arch}.{key}")
+
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    config = {
+        "model_type": f"gguf:{arch}",
+        "architecture": arch,
+        "num_hidden_layers": arch_key("block_count"),
+        "hidden_size": arch_key("embedding_length"),
+        "intermediate_size": arch_key("feed_forward_length"),
+        "num_attention_heads": arch_key("attention.head_count"),
+        "num_key_value_heads": arch_key("attention.head_count_kv"),
+        "head_dim": arch_key("attention.key_length"),
+        "max_position_embeddings": arch_key("context_length"),
+        "vocab_size": arch_key("vocab_size") or (len(tokens) if isinstance(tokens, list) else None),
+        "num_local_experts": arch_key("expert_count"),
+        "num_experts_per_tok": arch_key("expert_used_count"),
+        "rms_norm_eps": arch_key("attention.layer_norm_rms_epsilon"),
+        "rope_theta": arch_key("rope.freq_base"),
+        "tie_word_embeddings": "output.weight" not in names,
+        "name": metadata.get("general.name"),
+        "license": metadata.get("general.license"),
+    }
+    config = {k: v for k, v in config.items() if v is not None}
+    config["gguf"] = {k: v for k, v in metadata.items() if not isinstance(v, list) or len(v) <= _SMALL_ARRAY}
+    return config
+
+
+def unpermute_rope_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """Undo llama.cpp's Q/K permutation: rows of each head go from interleaved pairs back to HF's two halves."""
+    rows = weight.shape[0]
+    if heads <= 0 or rows % (2 * heads):
+        raise FormatError(f"cannot un-permute {rows} rows over {heads} heads (rows must be a multiple of 2 x heads)")
+    rest = weight.shape[1:]
+    return weight.reshape(heads, rows // heads // 2, 2, *rest).transpose(1, 2).reshape(weight.shape)
+
+
+class _GGUFTensors:
+    """What a GGUF source adds to TensorSource: header parsing, the synthetic config, dequantising reads, vocabulary."""
+
+    header: GGUFHeader
+    gguf_file: str
+
+    def _open_gguf(self, fetch: Callable[[int, int], bytes], size: int) -> None:
+        self.header = parse_gguf(fetch, size, self.gguf_file)
+        splits = self.header.metadata.get("split.count", 1)
+        if isinstance(splits, int) and splits > 1:
+            raise FormatError(f"{self.gguf_file} is part {self.header.metadata.get('split.no', 0) + 1} of a GGUF split "
+                              f"into {splits} files; solarforensics reads single-file GGUFs",
+                              hint="merge the parts first (llama-gguf-split --merge)")
+        self.tensors = self.header.tensors
+        self.config = gguf_config(self.header.metadata, self.tensors)
+        self.gguf_metadata = self.header.metadata
+        self.rope_unpermuted = self.config["architecture"] in ROPE_PERMUTED_ARCHS
+
+    def read_tensors(self, names: Iterable[str], progress=None, device: str | torch.device = "cpu"):
+        """The named tensors in PyTorch layout: plain types as stored, quantised ones dequantised to float32."""
+        names = list(dict.fromkeys(names))
+        for name in names:
+            if self.ref(name).dtype not in SUPPORTED:
+                raise FormatError(f"{self.name}: tensor {name!r} has GGML type {self.tensors[name].dtype}, which "
+                                  f"solarforensics cannot dequantise", hint=f"supported: {', '.join(sorted(SUPPORTED))}")
+        raw = self.read_bytes(names, progress)
+        return {name: self._to_tensor(name, raw[name], device) for name in names}
+
+    def _to_tensor(self, name: str, buf, device) -> torch.Tensor:
+        ref = self.tensors[name]
+        tensor = dequantize(buf, ref.dtype, ref.shape, device)
+        heads_key = _QK.get(name.rsplit(".", 2)[-2] + ".weight") if name.startswith("blk.") else None
+        if self.rope_unpermuted and heads_key and tensor.dim() == 2:
+            heads = self.gguf_metadata.get(f"{self.config['architecture']}.{heads_key}")
+            if heads_key.endswith("_kv") and heads is None:
+                heads = self.gguf_metadata.get(f"{self.config['architecture']}.attention.head_count")
+            if isinstance(heads, int):
+                tensor = unpermute_rope_rows(tensor, heads)
+        return tensor
+
+    def gguf_vocab(self) -> GGUFVocab:
+        """The vocabulary, token types, merges and special token ids from tokenizer.ggml.* metadata."""
+        md = self.header.metadata
+
+        def strings(key: str) -> list:
+            value = md.get(f"tokenizer.ggml.{key}")
+            return list(value) if isinstance(value, list) else []
+
+        special = {k.removeprefix("tokenizer.ggml.").removesuffix("_token_id"): v for k, v in md.items()
+                   if k.startswith("tokenizer.ggml.") and k.endswith("_token_id") and isinstance(v, int)}
+        return GGUFVocab(md.get("tokenizer.ggml.model"), md.get("tokenizer.ggml.pre"), strings("tokens"),
+                         strings("token_type"), strings("merges"), strings("scores"), special)
+
+
+class GGUFSource(_GGUFTensors, TensorSource):
+    """One local .gguf file, read with positioned reads."""
+
+    def __init__(self, path: Path, spec: str | None = None, max_gap: int | None = None, workers: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise NotFoundError(f"{path}: no such file")
+        self.spec, self.name = spec or str(path), path.name
+        self.root, self.gguf_file = path.parent, path.name
+        if max_gap is not None:
+            self.max_gap = max_gap
+        if workers is not None:
+            self.workers = workers
+        size = path.stat().st_size
+        self.provenance = Provenance(spec=self.spec, kind="local", path=str(path.resolve()))
+        self.provenance.files[self.gguf_file] = FileRecord(self.gguf_file, size)
+        self._open_gguf(lambda start, end: self._fetch(self.gguf_file, start, end), size)
+
+    def list_files(self) -> list[str]:
+        return [self.gguf_file]
+
+    def _fetch(self, file: str, start: int, end: int) -> bytearray:
+        buf = bytearray(end - start)
+        with open(self.root / file, "rb") as handle:
+            got = os.preadv(handle.fileno(), [buf], start) if end > start else 0
+        if got != end - start:
+            raise FormatError(f"{file}: file is shorter than its GGUF header says (wanted bytes {start}-{end})")
+        self.provenance.count(nbytes=got, requests=1, ranges=1)
+        return buf
+
+    def _read_small(self, filename: str, max_bytes: int) -> bytes | None:
+        return None  # a lone .gguf has no companion files: everything is in its metadata
+
+
+class HubGGUFSource(_GGUFTensors, HubSource):
+    """One .gguf file of a Hub repo, pinned to a commit; the header and tensors come by HubSource's checked ranges."""
+
+    def __init__(self, repo: str, file: str, revision: str | None = None, *, spec: str | None = None,
+                 endpoint: str | None = None, token: str | None = None, cache: RangeCache | None = None,
+                 max_gap: int | None = None, workers: int | None = None):
+        # The same connection set-up as HubSource.__init__, minus its safetensors discovery (see the lead's notes).
+        if not _REPO_ID.match(repo):
+            raise SpecError(f"{repo!r} is not a Hub repo id (expected owner/name)")
+        self.repo, self.gguf_file = repo, file
+        self.name, self.spec = f"{repo}/{file}", spec or f"{repo}/{file}"
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        token = token if token is not None else get_token()
+        self._headers = build_hf_headers(token=token or False, library_name="solarforensics", library_version=__version__)
+        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics")
+        self.max_gap = max_gap if max_gap is not None else self.max_gap
+        self.workers = workers if workers is not None else self.workers
+        self.cache = cache
+        self._etags, self._etag_lock = {}, threading.Lock()
+        with hub_errors(repo, revision, self.endpoint):
+            info = self._api.model_info(repo, revision=revision, files_metadata=True)
+        if not info.sha:
+            raise TransferError(f"{self.endpoint} gave no commit sha for {repo}; cannot pin the revision")
+        self.commit = info.sha
+        self.card_data = dict(info.card_data or {}) if getattr(info, "card_data", None) else {}
+        self.provenance = Provenance(spec=self.spec, kind="hub", repo=repo, endpoint=self.endpoint,
+                                     requested_revision=revision or "main", resolved_commit=self.commit)
+        self.provenance.count(requests=1)
+        self.cache_namespace = (self.endpoint, repo, self.commit)
+        self._sizes = {s.rfilename: s.size for s in info.siblings or []}
+        if file not in self._sizes:
+            shown = ", ".join(f for f in sorted(self._sizes) if f.endswith(".gguf"))[:400] or "none"
+            raise NotFoundError(f"{repo} has no file {file!r} (its .gguf files: {shown})")
+        self._read_gguf_header()
+
+    def _read_gguf_header(self) -> None:
+        """Parse the header through checked ranged reads; with a cache, its bytes are kept so a re-run reads none."""
+        file, size = self.gguf_file, self._file_size(self.gguf_file)
+        key = (*self.cache_namespace, "gguf-header", file)
+        record = self.cache.get_json(key) if self.cache else None
+        blob = self.cache.get((*key, record["length"]), record["length"]) if record else None
+        if blob is not None:
+            self._remember_etag(file, record["etag"])
+            self.provenance.count(cache_hits=1)
+            self._open_gguf(lambda start, end: blob[start:end] if end <= len(blob) else self._fetch(file, start, end),
+                            size)
+            return
+        seen = bytearray()
+
+        def fetch(start: int, end: int) -> bytes:
+            data = self._fetch(file, start, end)
+            if start == len(seen):  # the parser reads the header front to back
+                seen.extend(data)
+            return data
+
+        self._open_gguf(fetch, size)
+        if self.cache is not None:
+            self.cache.put((*key, len(seen)), seen)
+            self.cache.put_json(key, {"etag": self._etags.get(file), "length": len(seen)})
