@@ -108,8 +108,11 @@ def _merge(s: _Moments, b: _Moments) -> _Moments:
 
 
 def _exponent(peak: float) -> int:
-    """Power of two that brings `peak` to [0.5, 1), clamped; 0 for zero or non-finite peaks."""
-    if peak == 0.0 or not math.isfinite(peak):
+    """Power of two that brings `peak` to [0.5, 1), clamped. An all-zero block gets the smallest exponent, so merging
+    it never coarsens the units of a block of tiny values (which would underflow their squares); 0 if non-finite."""
+    if peak == 0.0:
+        return -MAX_SCALE_EXPONENT
+    if not math.isfinite(peak):
         return 0
     return max(-MAX_SCALE_EXPONENT, min(MAX_SCALE_EXPONENT, math.frexp(peak)[1]))
 
