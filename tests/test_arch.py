@@ -18,6 +18,12 @@ from solarforensics.testing.checkpoints import build_checkpoint, shard_files, te
 FIXTURES = Path(__file__).parent / "fixtures" / "arch"
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Default result files (results/...) land in the test's folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def numel_on_disk(checkpoint: Path) -> int:
     """The reference: every entry of every shard header, counted by safetensors itself."""
     total = 0
@@ -158,3 +164,5 @@ def test_unknown_architecture_and_broken_config_end_in_one_line(cli, tmp_path):
     code, _, stderr = cli("arch", odd, good)
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert "odd: config.json is not valid JSON" in stderr
+    (odd / "config.json").write_text('["llama"]')
+    assert cli("arch", odd, good)[2] == "solarforensics: error: odd: config.json holds a JSON list, not an object\n"

@@ -122,7 +122,7 @@ def test_matrix_and_inspect_tables():
 
 
 def test_kinds_without_a_view_and_malformed_documents_still_render():
-    license_text = terminal_text(sample("license-generic"))
+    license_text = terminal_text(sample("validation-generic"))
     assert re.search(r"license_name +Upstage Solar License", license_text)
     assert re.search(r"4\(d\) +added +attribution notice", license_text)
     mystery = terminal_text({"kind": "mystery", "payload": {"a": [1, 2]}, "items": [{"x": 1.5}], "n": 3})

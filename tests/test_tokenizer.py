@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +25,12 @@ MERGED = ["Ġt", "Ġa", "he", "in", "re", "on", "Ġthe", "er", "Ġs", "at", "Ġw
 BYTE_LEVEL = {"normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False,
                                                     "trim_offsets": True, "use_regex": True},
               "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}}
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Default result files (results/...) land in the test's folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
 
 
 def added(token_id: int, content: str) -> dict:
@@ -219,3 +226,32 @@ def test_a_real_wordpiece_tokenizer_from_a_package(cli, tmp_path):
     same = tokenizer_json(cli, model, model)
     assert same["shared_tokens"] == same["same_id"] == 30_522 and same["jaccard"] == 1.0
     assert os.path.getsize(Path(model) / "tokenizer.json") < 1 << 20
+
+
+def test_the_terminal_view_shows_the_offsets_and_the_shared_block(cli, tmp_path):
+    a, b = checkpoint_with(tmp_path / "a", solar_like()), checkpoint_with(tmp_path / "b", glm_like())
+    code, stdout, _ = cli("tokenizer", a, b, "--out", tmp_path / "tok.json")
+    assert code == 0 and f"results: {tmp_path / 'tok.json'}" in stdout
+    assert re.search(r"^ +4,096 +256 *$", stdout, re.M)
+    assert re.search(r"A ids +4,096-4,351", stdout) and re.search(r"B ids +0-255", stdout)
+    assert re.search(r"shared tokens +297", stdout) and re.search(r"same id +1 *$", stdout, re.M)
+
+
+@pytest.mark.slow
+def test_the_replica_tokenizers_give_the_published_solar_glm_numbers():
+    """The replicas' tokenizer.json files are built to the published structure (DISPUTE.md §1I, SIO
+    01_tokenizer_compare.json); our counting must land on the published numbers exactly."""
+    from solarforensics.analyses.tokenizer import merge_overlap, shared_pairs, vocabulary_overlap
+    from solarforensics.testing.replica_tokenizers import solar_glm_tokenizers
+
+    solar_json, glm_json = solar_glm_tokenizers()
+    solar, glm = parse_tokenizer(json.loads(solar_json), "solar"), parse_tokenizer(json.loads(glm_json), "glm")
+    overlap = vocabulary_overlap(solar, glm, shared_pairs(solar, glm))
+    assert (overlap["vocab_size_a"], overlap["vocab_size_b"]) == (196_608, 151_329)
+    assert (overlap["shared_tokens"], overlap["union"], overlap["same_id"]) == (80_339, 267_598, 1)
+    assert overlap["jaccard"] == 0.30022272214291584 and overlap["overlap_vs_smaller"] == 0.5308896510252497
+    assert overlap["offset_histogram"][0] == {"offset": 4096, "count": 262}
+    assert (overlap["longest_run"]["length"], overlap["longest_run"]["start_a"]) == (256, 4096)
+    merges = merge_overlap(solar, glm)
+    assert (merges["count_a"], merges["count_b"], merges["shared"]) == (192_256, 318_088, 76_729)
+    assert merges["b_in_a_ratio"] == 0.24121941098060914

@@ -4,7 +4,7 @@ one line in `main()`, the only place that catches them."""
 import sys
 
 # Importing a command module registers its commands on the app.
-from solarforensics import cli_core, cli_catalog, cli_tools  # noqa: F401, I001 (order = order in --help)
+from solarforensics import cli_core, cli_catalog, cli_tools, cli_evidence  # noqa: F401, I001 (order = order in --help)
 from solarforensics.cli_app import app, err
 from solarforensics.errors import ForensicsError
 

@@ -18,3 +18,7 @@ MaxGap = Annotated[
     int | None,
     typer.Option("--max-gap", help="Coalesce ranges separated by at most this many bytes (default 1 MiB).", show_default=False),
 ]
+BudgetBytes = Annotated[
+    int | None,
+    typer.Option("--budget-bytes", help="Refuse to read more than this many bytes of tensors.", show_default=False),
+]

@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from solarforensics.analyses.models import OpenOptions, open_models
 from solarforensics.analyses.params import COMPONENTS, active_parameters, count_parameters
+from solarforensics.errors import FormatError
 from solarforensics.families.family import Family, find_family
 from solarforensics.families.selection import GROUPS
 from solarforensics.sources.base import TensorSource
@@ -36,6 +37,9 @@ _NOT_PAIRED = ("all",)  # 'all' mixes every role; it says nothing about comparab
 def compare_architectures(spec_a: str, spec_b: str, options: OpenOptions | None = None) -> dict:
     """Fields of an `arch` results document."""
     source_a, source_b = open_models([spec_a, spec_b], options)
+    for source in (source_a, source_b):
+        if source.config is not None and not isinstance(source.config, dict):
+            raise FormatError(f"{source.name}: config.json holds a JSON {type(source.config).__name__}, not an object")
     fam_a = find_family(source_a.config, list(source_a.tensors))
     fam_b = find_family(source_b.config, list(source_b.tensors))
     params = {"a": count_parameters(fam_a, source_a.config, source_a.tensors),
@@ -197,7 +201,7 @@ def compatibility_table(fam_a: Family, source_a: TensorSource, fam_b: Family, so
         if group in _NOT_PAIRED or (group not in shapes_a and group not in shapes_b):
             continue
         a, b = shapes_a.get(group, {}), shapes_b.get(group, {})
-        status, reason = _classify(group, a, b, hidden_a, hidden_b)
+        status, reason = _classify(group, a, b, hidden_a, hidden_b, set(fam_a.fused) | set(fam_b.fused))
         rows.append({
             "group": group, "status": status, "comparable": status == SAME,
             "shapes_a": {role: sorted(map(list, shapes)) for role, shapes in a.items()},
@@ -207,7 +211,7 @@ def compatibility_table(fam_a: Family, source_a: TensorSource, fam_b: Family, so
     return rows
 
 
-def _classify(group: str, a: dict, b: dict, hidden_a, hidden_b) -> tuple[str, str | None]:
+def _classify(group: str, a: dict, b: dict, hidden_a, hidden_b, fused: set[str]) -> tuple[str, str | None]:
     if not a or not b:
         return NO, f"only in {'A' if a else 'B'}"
     if a == b:
@@ -216,6 +220,8 @@ def _classify(group: str, a: dict, b: dict, hidden_a, hidden_b) -> tuple[str, st
         return NO, f"hidden sizes differ ({hidden_a} vs {hidden_b}): no common residual axis without a learned map"
     every = [s for shapes in (*a.values(), *b.values()) for s in shapes]
     if hidden_a and (group == "router-bias" or all(hidden_a in shape for shape in every)):  # bias follows the router
+        if set(a) != set(b) and fused & (set(a) | set(b)):
+            return ALIGN, f"stored fused ({', '.join(sorted(fused & (set(a) | set(b))))}) in one model: split it first"
         return ALIGN, _ALIGNMENT.get(group, "same hidden size, other dimensions differ: align them first")
     return NO, "shapes differ and do not all run over the hidden size"
 

@@ -27,7 +27,7 @@ _NOTICE = re.compile(r"^(?:copyright\b|\(c\)|©)", re.IGNORECASE)
 # (effect, what it means, keywords): matched against added or inserted text of the terms, case-insensitively.
 EFFECTS = (
     ("naming requirement", "derived works or models must carry a given name or prefix",
-     r"\bnames?\b[^.;]*\b(?:begin|start|prefix|contain)|\bprefix"),
+     r"\bnames?\b[^.;]*\b(?:begin|start|prefix|contain)|\b(?:begin|start)s?\b[^.;]*\bname|\bprefix"),
     ("attribution / display", "a notice, credit or phrase must be shown",
      r"\battribut|\bdisplay|built with|\bprominent|\bcredit"),
     ("use restriction", "some uses, users or claims are excluded",

@@ -13,6 +13,7 @@ TERMS = tuple(str(n) for n in range(1, 10))
 _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 _MARKERS = re.compile(r"^\s*(?:#{1,6}\s+|>\s*)+")
 _EMPHASIS = re.compile(r"\*\*|__")
+_WRAPPED_HYPHEN = re.compile(r"[A-Za-z]-$")
 _HEADING = re.compile(r"^(\d{1,2})\.\s+(\S.*)$")
 _APPENDIX = re.compile(r"^appendix\b", re.IGNORECASE)
 _CLAUSES = re.compile(r"(?<=[.;:!?])\s+(?=[\"'(\[A-Z])|\s+(?=\((?:[a-z]|[ivx]{1,4})\)\s)")
@@ -30,16 +31,19 @@ class Section:
 
 def normalise_paragraphs(text: str) -> list[str]:
     """Paragraphs as single-spaced lines, with Markdown escapes/markers and typographic quotes undone."""
-    paragraphs, current = [], []
+    paragraphs, current = [], ""
     for raw in text.translate(_TRANSLATE).splitlines():
         line = _EMPHASIS.sub("", _MARKERS.sub("", _ESCAPE.sub(r"\1", raw))).strip()
-        if line:
-            current.append(line)
-        elif current:
-            paragraphs.append(" ".join(current))
-            current = []
+        if not line:
+            if current:
+                paragraphs.append(current)
+            current = ""
+        elif _WRAPPED_HYPHEN.search(current):
+            current += line  # "NON-" + "INFRINGEMENT": a compound cut by line wrapping
+        else:
+            current = f"{current} {line}" if current else line
     if current:
-        paragraphs.append(" ".join(current))
+        paragraphs.append(current)
     return [" ".join(p.split()) for p in paragraphs]
 
 

@@ -270,7 +270,7 @@ class _Battery:
         matrices = {}
         if alignment is not None:
             layers = max(len(self.a.layers), 1), max(len(self.b.layers), 1)
-            draws = cka.null_draws(*layers, alignment.dims, len(roles))
+            draws = cka.null_draws(*layers, min(alignment.dims, cka.MAX_SAMPLES), len(roles))
             matrices = cka.role_matrices(self.a, self.b, alignment, roles, draws=draws, seed=self.request.seed,
                                          device=self.device, accumulate=default_accumulation(self.device))
         else:

@@ -12,9 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from solarforensics.analyses.models import OpenOptions, open_models
-from solarforensics.analyses.tokenizer_vocab import (
-    ENCODING_NOTES, Vocabulary, describe, display, parse_tokenizer, surface_of,
-)
+from solarforensics.analyses.tokenizer_vocab import ENCODING_NOTES, Vocabulary, describe, display, parse_tokenizer
 from solarforensics.errors import NotFoundError
 from solarforensics.results.document import write_text_atomic
 from solarforensics.sources.base import TensorSource
@@ -145,8 +143,7 @@ def merge_overlap(a: Vocabulary, b: Vocabulary) -> dict | None:
     """Shared merges (by surface pair), how many keep their rank, and the SHA-256 fingerprints; None unless both BPE."""
     if a.model != "BPE" or b.model != "BPE":
         return None
-    norm_a = [(surface_of(x, a.encoding), surface_of(y, a.encoding)) for x, y in a.merges]
-    norm_b = [(surface_of(x, b.encoding), surface_of(y, b.encoding)) for x, y in b.merges]
+    norm_a, norm_b = a.merge_surfaces(), b.merge_surfaces()
     rank_b: dict[tuple, int] = {}
     for rank, merge in enumerate(norm_b):
         rank_b.setdefault(merge, rank)

@@ -37,6 +37,9 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 _BYTE_OF_CHAR = {char: byte for byte, char in bytes_to_unicode().items()}
+# str.translate table: alphabet characters -> the Latin-1 character of their byte; any other character below 256
+# -> U+FFFF, so that encoding as Latin-1 fails exactly when a token is not written in the byte alphabet.
+_TO_LATIN1 = {**{b: "\uffff" for b in range(256)}, **{ord(char): byte for char, byte in _BYTE_OF_CHAR.items()}}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Vocabulary:
     prefix: str = "##"
     literal: dict[int, str] = field(default_factory=dict)
     _surfaces: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _by_surface: tuple[dict[bytes, int], int] | None = field(default=None, repr=False)
 
     def surface(self, token_id: int) -> bytes:
         """The bytes of text a model-vocabulary token stands for (see the module docstring)."""
@@ -73,22 +77,33 @@ class Vocabulary:
 
     def by_surface(self) -> tuple[dict[bytes, int], int]:
         """surface -> lowest id over the model vocabulary, and how many ids lost to a lower one (collisions)."""
-        out: dict[bytes, int] = {}
-        collisions = 0
-        for token_id in sorted(self.tokens):
-            key = self.surface(token_id)
-            if key in out:
-                collisions += 1
-            else:
-                out[key] = token_id
-        return out, collisions
+        if self._by_surface is None:
+            out: dict[bytes, int] = {}
+            for token_id in sorted(self.tokens):
+                out.setdefault(self.surface(token_id), token_id)
+            self._by_surface = (out, len(self.tokens) - len(out))
+        return self._by_surface
+
+    def merge_surfaces(self) -> list[tuple[bytes, bytes]]:
+        """The merges as pairs of surface texts, so merges compare across encodings like tokens do."""
+        memo: dict[str, bytes] = {}
+
+        def one(piece: str) -> bytes:
+            found = memo.get(piece)
+            if found is None:
+                found = memo[piece] = surface_of(piece, self.encoding, self.prefix)
+            return found
+
+        return [(one(left), one(right)) for left, right in self.merges]
 
 
 def surface_of(token: str, encoding: str, prefix: str = "##") -> bytes:
+    """The text a vocabulary token written in `encoding` stands for, as UTF-8 bytes (raw bytes for byte pieces)."""
     if encoding == "byte-level":
-        if all(char in _BYTE_OF_CHAR for char in token):
-            return bytes(_BYTE_OF_CHAR[char] for char in token)
-        return token.encode("utf-8")  # not an encoded piece (a special token written as text)
+        try:
+            return token.translate(_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:
+            return token.encode("utf-8")  # not an encoded piece (a special token written as text)
     if encoding == "metaspace":
         fallback = _BYTE_FALLBACK.fullmatch(token)
         return bytes([int(fallback[1], 16)]) if fallback else token.replace(METASPACE, " ").encode("utf-8")

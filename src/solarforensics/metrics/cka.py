@@ -38,11 +38,13 @@ def u_center(gram: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def u_centered_gram(features: torch.Tensor, *, device: DeviceLike = "cpu",
-                    accumulate: torch.dtype = torch.float64) -> torch.Tensor:
-    """U-centered linear Gram matrix X Xᵀ of features [n samples, p features]."""
+def u_centered_gram(features: torch.Tensor, *, device: DeviceLike = "cpu", accumulate: torch.dtype = torch.float64,
+                    squared: bool = False) -> torch.Tensor:
+    """U-centered Gram matrix X Xᵀ of features [n samples, p features]; `squared`: its entries squared, the kernel of
+    x ⊗ x, which a sign flip of any sample leaves unchanged (for samples whose signs are unknown)."""
     x = features.to(_device(device), accumulate)
-    return u_center(x @ x.T)
+    gram = x @ x.T
+    return u_center(gram * gram if squared else gram)
 
 
 def hsic(ku: torch.Tensor, lu: torch.Tensor) -> float:
@@ -69,12 +71,12 @@ def _normalise(cross: float, self_a: float, self_b: float) -> float | None:
 
 @torch.no_grad()
 def stack_grams(features: Sequence[torch.Tensor], *, device: DeviceLike = "cpu",
-                accumulate: torch.dtype = torch.float64) -> torch.Tensor:
+                accumulate: torch.dtype = torch.float64, squared: bool = False) -> torch.Tensor:
     """[L, n, n] U-centered Gram matrices, one per representation (all with the same n samples)."""
     sizes = {f.shape[0] for f in features}
     if len(sizes) > 1:
         raise SelectionError(f"representations have different sample counts: {sorted(sizes)}")
-    return torch.stack([u_centered_gram(f, device=device, accumulate=accumulate) for f in features])
+    return torch.stack([u_centered_gram(f, device=device, accumulate=accumulate, squared=squared) for f in features])
 
 
 @torch.no_grad()

@@ -76,12 +76,24 @@ def rank_test(index_a, index_b) -> RankTest:
         hits = len(null) - int(np.searchsorted(null, observed, side="left"))
         p = hits / len(null)
         return RankTest(rho, p, math.log10(p), n, f"exact over all {len(null):,} orders")
-    from scipy.stats import t as student_t
-
     floor = _log10_min_p(n)
     if rho >= 1 - 1e-12:
         log10_p = floor
     else:
         statistic = rho * math.sqrt((n - 2) / max(1e-300, 1 - rho * rho))
-        log10_p = max(float(student_t.logsf(statistic, n - 2)) / math.log(10), floor)
+        log10_p = float(max(_log_t_sf(statistic, n - 2) / math.log(10), floor))
     return RankTest(rho, 10.0**log10_p, log10_p, n, "Student-t approximation of the permutation null, floored at 1/n!")
+
+
+def _log_t_sf(t: float, df: int) -> float:
+    """Natural log of Student-t's survival function; beyond float range, the tail bound
+    sf(t) <= f(t) (nu + t^2) / ((nu - 1) t), i.e. never smaller than the truth."""
+    from scipy.special import gammaln
+    from scipy.stats import t as student_t
+
+    value = float(student_t.logsf(t, df))  # accurate while representable
+    if math.isfinite(value) and value > -600:
+        return value
+    log_density_constant = gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * math.log(df * math.pi)
+    return float(log_density_constant - math.log(t) + math.log(df / (df - 1))
+            - (df - 1) / 2 * math.log1p(t * t / df))

@@ -9,8 +9,9 @@ from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, 
 from solarforensics.render.compare_view import compare_blocks, layer_matrix_blocks
 from solarforensics.render.evidence_views import arch_blocks, license_blocks, tokenizer_blocks
 from solarforensics.render.formatting import (
-    MISSING, fmt_bytes, fmt_count, fmt_int, fmt_num, fmt_p, fmt_seconds, fmt_value,
+    MISSING, fmt_bytes, fmt_count, fmt_int, fmt_num, fmt_seconds, fmt_value,
 )
+from solarforensics.render.provenance_view import provenance_blocks
 
 COMMON_KEYS = {
     "schema_version", "kind", "tool", "created_at", "command", "sources", "device", "accumulation_dtype",
@@ -18,11 +19,6 @@ COMMON_KEYS = {
 }
 MATRIX_METRICS = ("pearson", "cosine", "identical_fraction", "n_tensors")
 GENERIC_ROW_LIMIT = 100
-VERDICT_WORDS = {
-    "derived": "DERIVED — one model's weights were initialised from the other's",
-    "independent": "INDEPENDENT — no test found shared initialisation",
-    "inconclusive": "INCONCLUSIVE — the tests that could run do not decide",
-}
 
 
 def build_report(doc: Any, index: int = 1) -> Report:
@@ -148,36 +144,6 @@ def inspect_blocks(doc: dict) -> list[Block]:
     if shards:
         rows = [[str(s.get("name")), fmt_bytes(s.get("size")), fmt_int(s.get("tensors"))] for s in shards]
         blocks.append(Table("Shards", ["file", "size", "tensors"], rows, [False, True, True]))
-    return blocks
-
-
-def provenance_blocks(doc: dict) -> list[Block]:
-    """The verdict first, then every test beside its null, the alignment and the layer matrices."""
-    verdict = str(doc.get("verdict", "inconclusive"))
-    lines = [f"combined p-value: {fmt_p(doc.get('p_value'), doc.get('log10_p_value'))}"]
-    summary = doc.get("summary") or {}
-    blocks: list[Block] = [Banner(verdict if verdict in VERDICT_WORDS else "inconclusive",
-                                  f"Verdict: {VERDICT_WORDS.get(verdict, verdict.upper())}", lines)]
-    statements = summary.get("statements") or []
-    if statements:
-        blocks.append(Bullets("What the tests say", [str(s) for s in statements]))
-    rows = []
-    for test in doc.get("tests") or []:
-        if not isinstance(test, dict):
-            continue
-        rows.append([str(test.get("name")), "yes" if test.get("applicable") else "no",
-                     fmt_value(test.get("statistic")), fmt_value(test.get("null")),
-                     fmt_p(test.get("p_value"), test.get("log10_p_value")), fmt_value(test.get("effect")),
-                     fmt_value(test.get("notes") or "")])
-    blocks.append(Table("Tests", ["test", "applicable", "statistic", "null / background", "p", "effect", "notes"],
-                        rows, [False, False, False, False, True, False, False]))
-    alignment = doc.get("alignment")
-    if isinstance(alignment, dict) and alignment:
-        blocks.append(Facts("Alignment", [(str(key), fmt_value(value)) for key, value in alignment.items()]))
-    blocks += layer_matrix_blocks(doc)
-    extra = {key: value for key, value in summary.items() if key != "statements"}
-    if extra:
-        blocks.append(Facts("Summary", [(str(key), fmt_value(value)) for key, value in extra.items()]))
     return blocks
 
 

@@ -30,6 +30,11 @@ KIND_KEYS = {
                 "bytes_transferred": int, "requests": int},
     "provenance": {"verdict": str, "p_value": (int, float, type(None)), "log10_p_value": (int, float, type(None)),
                    "tests": list, "alignment": (dict, type(None))},
+    "arch": {"models": dict, "config_diff": list, "derived": dict, "parameters": dict, "active_parameters": dict,
+             "compatibility": list, "comparable": dict},
+    "tokenizer": {"models": dict, "vocab_size_a": int, "vocab_size_b": int, "shared_tokens": int, "same_id": int,
+                  "jaccard": (int, float, type(None))},
+    "license": {"verbatim": bool, "added": list, "modified": list, "removed": list, "declared": dict, "sections": list},
 }
 COMPARE_ROW_KEYS = (
     "group", "layer_a", "layer_b", "tensor_a", "tensor_b", "shape_a", "shape_b", "comparable", "truncated", "reason",
@@ -136,9 +141,46 @@ def dumps_document(doc: dict) -> str:
     return json.dumps(to_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_bytes_atomic(data: bytes, path: Path) -> Path:
-    """Write `data` to `path` via a temp file in the same folder, fsync and rename; readers never see half a file."""
+def protected_dirs() -> list[Path]:
+    """Caches whose files are trusted without re-checking: our range cache (as sources.cache.default_cache_dir finds
+    it) and huggingface_hub's home and hub cache. Results, reports and figures are never written inside them."""
+    env = os.environ.get
+    cache_home = Path(env("XDG_CACHE_HOME") or Path.home() / ".cache")
+    dirs = [env("SOLARFORENSICS_CACHE"), env("HF_HOME") or cache_home / "huggingface", env("HF_HUB_CACHE"),
+            env("HUGGINGFACE_HUB_CACHE"), cache_home / "solarforensics"]
+    return [Path(d).expanduser().resolve() for d in dirs if d]
+
+
+def check_output_path(path: Path) -> Path:
+    """`path`, refused with a ResultsError if writing there could overwrite what a cache trusts (symlinks followed)."""
     path = Path(path)
+    if path.name in ("", ".", "..") or "\x00" in str(path):
+        raise ResultsError(f"cannot write {str(path)!r}: not a file name")
+    resolved = path.expanduser().resolve()
+    for cache in protected_dirs():
+        if resolved == cache or cache in resolved.parents:
+            raise ResultsError(f"refusing to write {path} inside the cache {cache}",
+                               "choose an output path outside the caches (see --out)")
+    return path
+
+
+def path_inside(directory: Path, name: str) -> Path:
+    """`directory / name` for a generated file name (from a case id, a group, a model), refused with a ResultsError if
+    the name could leave the directory: separators, `..`, absolute names, or a symlink pointing elsewhere."""
+    directory = Path(directory)
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\x00") or Path(name).is_absolute()
+            or len(name.encode("utf-8", "surrogatepass")) > 255):
+        raise ResultsError(f"refusing to write a file named {name[:80]!r} into {directory}: not a plain file name")
+    target = directory / name
+    if target.resolve().parent != directory.resolve():
+        raise ResultsError(f"refusing to write {target}: it resolves outside {directory}")
+    return target
+
+
+def write_bytes_atomic(data: bytes, path: Path) -> Path:
+    """Write `data` to `path` via a temp file in the same folder, fsync and rename; readers never see half a file.
+    Paths inside a cache are refused (check_output_path)."""
+    path = check_output_path(Path(path))
     tmp_name = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

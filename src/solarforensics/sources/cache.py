@@ -1,7 +1,9 @@
 """On-disk cache of fetched tensor ranges and parsed headers, keyed by repo, commit, file, ETag and range.
 
 Entries are written atomically (temp file + rename) and carry a SHA-256 of their bytes, so a crash, a concurrent run
-or a flipped bit can cost a re-fetch but never a wrong number.
+or a flipped bit can cost a re-fetch but never a wrong number. There are no locks, on purpose: an entry's name is a
+hash of its key and its bytes are fixed by the key, so two runs writing one entry write the same bytes, a rename
+replaces a whole file, and a reader checks length and digest before trusting what it read.
 """
 
 import hashlib
@@ -11,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 _DIGEST = 32
+MAX_JSON_ENTRY = 256 << 20  # a parsed-header entry: a 100 MB safetensors header as hex, plus room
 
 
 def default_cache_dir() -> Path:
@@ -57,11 +60,13 @@ class RangeCache:
         path = self._path("ranges", key)
         try:
             with open(path, "rb") as handle:
-                blob = bytearray(os.fstat(handle.fileno()).st_size)
-                handle.readinto(blob)
+                size = os.fstat(handle.fileno()).st_size
+                # The size is checked before allocating: a damaged or planted file must not cost its size in memory.
+                blob = bytearray(size) if size == expected_len + _DIGEST else bytearray()
+                got = handle.readinto(blob) if blob else 0
         except OSError:
             return None
-        ok = len(blob) == expected_len + _DIGEST
+        ok = got == len(blob) == expected_len + _DIGEST
         if ok:
             view = memoryview(blob)
             body, digest = view[:-_DIGEST], view[-_DIGEST:]
@@ -82,12 +87,14 @@ class RangeCache:
     def get_json(self, key: tuple):
         path = self._path("headers", key)
         try:
+            if path.stat().st_size > MAX_JSON_ENTRY:
+                raise ValueError
             record = json.loads(path.read_text())
             payload = record["payload"]
             if record["sha256"] != hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest():
                 raise ValueError
             return payload
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def put_json(self, key: tuple, payload) -> None:

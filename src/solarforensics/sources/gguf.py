@@ -22,6 +22,7 @@ from solarforensics.sources.cache import RangeCache
 from solarforensics.sources.gguf_format import GGUFHeader, parse_gguf
 from solarforensics.sources.gguf_quants import SUPPORTED, dequantize
 from solarforensics.sources.hub import _REPO_ID, DEFAULT_ENDPOINT, HubSource, hub_errors
+from solarforensics.sources.ranges import assemble, fetch_spans, plan_spans
 
 # llama.cpp's converter interleaves the two RoPE halves of each head's Q/K rows for these architectures only.
 ROPE_PERMUTED_ARCHS = frozenset({"llama"})
@@ -107,24 +108,53 @@ class _GGUFTensors:
     def read_tensors(self, names: Iterable[str], progress=None, device: str | torch.device = "cpu"):
         """The named tensors in PyTorch layout: plain types as stored, quantised ones dequantised to float32."""
         names = list(dict.fromkeys(names))
-        for name in names:
-            if self.ref(name).dtype not in SUPPORTED:
-                raise FormatError(f"{self.name}: tensor {name!r} has GGML type {self.tensors[name].dtype}, which "
-                                  f"solarforensics cannot dequantise", hint=f"supported: {', '.join(sorted(SUPPORTED))}")
+        self._check_supported(names)
         raw = self.read_bytes(names, progress)
         return {name: self._to_tensor(name, raw[name], device) for name in names}
+
+    def read_rows(self, name: str, row_indices: Iterable[int]) -> torch.Tensor:
+        """Rows (first dimension, PyTorch order) of one tensor; only the blocks of those rows are read."""
+        ref = self.ref(name)
+        rows = [int(r) for r in row_indices]
+        if not ref.shape or any(not 0 <= r < ref.shape[0] for r in rows):
+            raise NotFoundError(f"{self.name}: tensor {name!r} of shape {list(ref.shape)} has no rows {rows[:5]}…")
+        if len(ref.shape) < 2:  # a row of a 1-D tensor is one value, not a whole block: read it all
+            return self.read_tensors([name])[name][rows]
+        self._check_supported([name])
+        heads = self._rope_heads(name)
+        order = unpermute_rope_rows(torch.arange(ref.shape[0]).unsqueeze(1), heads).flatten() if heads else None
+        stored = [int(order[r]) for r in rows] if order is not None else rows
+        width = ref.nbytes // ref.shape[0]
+        spans = plan_spans(((ref.file, ref.start + r * width, ref.start + (r + 1) * width) for r in sorted(set(stored))),
+                           self.max_gap, self.max_span)
+        pieces = fetch_spans(spans, self._fetch, self.workers)
+        buf = bytearray()
+        for r in stored:
+            buf += assemble(pieces, ref.file, ref.start + r * width, ref.start + (r + 1) * width)
+        return dequantize(buf, ref.dtype, (len(rows), *ref.shape[1:]))
+
+    def _rope_heads(self, name: str) -> int | None:
+        """The head count to un-permute this tensor's rows over, or None if it is not a permuted Q/K weight."""
+        heads_key = _QK.get(name.rsplit(".", 2)[-2] + ".weight") if name.startswith("blk.") else None
+        if not (self.rope_unpermuted and heads_key and len(self.tensors[name].shape) == 2):
+            return None
+        arch = self.config["architecture"]
+        heads = self.gguf_metadata.get(f"{arch}.{heads_key}")
+        if heads is None and heads_key.endswith("_kv"):
+            heads = self.gguf_metadata.get(f"{arch}.attention.head_count")  # no GQA key: one KV head per query head
+        return heads if isinstance(heads, int) else None
 
     def _to_tensor(self, name: str, buf, device) -> torch.Tensor:
         ref = self.tensors[name]
         tensor = dequantize(buf, ref.dtype, ref.shape, device)
-        heads_key = _QK.get(name.rsplit(".", 2)[-2] + ".weight") if name.startswith("blk.") else None
-        if self.rope_unpermuted and heads_key and tensor.dim() == 2:
-            heads = self.gguf_metadata.get(f"{self.config['architecture']}.{heads_key}")
-            if heads_key.endswith("_kv") and heads is None:
-                heads = self.gguf_metadata.get(f"{self.config['architecture']}.attention.head_count")
-            if isinstance(heads, int):
-                tensor = unpermute_rope_rows(tensor, heads)
-        return tensor
+        heads = self._rope_heads(name)
+        return unpermute_rope_rows(tensor, heads) if heads else tensor
+
+    def _check_supported(self, names: list[str]) -> None:
+        for name in names:
+            if self.ref(name).dtype not in SUPPORTED:
+                raise FormatError(f"{self.name}: tensor {name!r} has GGML type {self.tensors[name].dtype}, which "
+                                  f"solarforensics cannot dequantise", hint=f"supported: {', '.join(sorted(SUPPORTED))}")
 
     def gguf_vocab(self) -> GGUFVocab:
         """The vocabulary, token types, merges and special token ids from tokenizer.ggml.* metadata."""

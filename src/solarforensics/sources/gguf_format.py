@@ -215,4 +215,4 @@ def _check_no_overlap(refs, file: str) -> None:
     for ref in sorted(refs, key=lambda r: (r.start, r.end)):
         if previous is not None and ref.start < previous.end and ref.nbytes and previous.nbytes:
             raise FormatError(f"{file}: GGUF tensors {previous.name[:100]!r} and {ref.name[:100]!r} overlap")
-        previous = ref
+        previous = ref if ref.nbytes else previous  # an empty tensor must not hide an overlap

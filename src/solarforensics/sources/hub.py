@@ -108,7 +108,7 @@ class HubSource(TensorSource):
         if not info.sha:
             raise TransferError(f"{self.endpoint} gave no commit sha for {repo}; cannot pin the revision")
         self.commit = info.sha
-        self.card_data = dict(info.card_data or {}) if getattr(info, "card_data", None) else {}
+        self.card_data = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
         self.provenance = Provenance(
             spec=self.spec, kind="hub", repo=repo, endpoint=self.endpoint,
             requested_revision=revision or "main", resolved_commit=self.commit,
@@ -170,6 +170,8 @@ class HubSource(TensorSource):
         return hf_hub_url(self.repo, file, revision=self.commit, endpoint=self.endpoint)
 
     def _fetch(self, file: str, start: int, end: int) -> bytearray:
+        if end <= start:
+            return bytearray()  # nothing to ask for (an empty file): a Range of bytes=0--1 would get a 416
         size = self._file_size(file)
         problem = ""
         for _ in range(BODY_ATTEMPTS):

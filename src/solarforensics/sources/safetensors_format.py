@@ -73,7 +73,7 @@ def _no_duplicates(pairs):
     seen = {}
     for key, value in pairs:
         if key in seen:
-            raise FormatError(f"duplicate key {key!r}")
+            raise FormatError(f"duplicate key {key[:200]!r}")
         seen[key] = value
     return seen
 
@@ -103,7 +103,7 @@ def _tensor_ref(name: str, entry, file: str, data_start: int, data_size: int | N
     if not isinstance(entry, dict):
         raise FormatError(f"{where} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise FormatError(f"{where} has unknown dtype {str(dtype)[:40]!r}")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise FormatError(f"{where} has an invalid shape")
@@ -129,7 +129,7 @@ def _check_no_overlap(refs, file: str) -> None:
     for ref in sorted(refs, key=lambda r: (r.start, r.end)):
         if previous is not None and ref.start < previous.end and ref.nbytes and previous.nbytes:
             raise FormatError(f"{file}: tensors {previous.name[:100]!r} and {ref.name[:100]!r} overlap")
-        previous = ref
+        previous = ref if ref.nbytes else previous  # an empty tensor must not hide an overlap
 
 
 def tensor_from_bytes(buf, ref: TensorRef) -> torch.Tensor:

@@ -4,7 +4,8 @@ every layer of B, with the residual dimensions as samples and the output channel
 Before comparing, each matrix gets its preceding norm gain folded in, B's residual dimensions are put in A's order
 by the residual alignment, and each dimension's row is scaled to unit length (gain re-absorption and per-dimension
 scale then change nothing). CKA is then invariant to head permutations,
-rotations inside heads and different head counts (it sees only d x d Gram matrices). The statistic is the mean
+rotations inside heads and different head counts (it sees only d x d Gram matrices). After a signature alignment,
+which cannot see sign flips, the Gram entries are squared: the kernel of x ⊗ x, blind to the signs of samples. The statistic is the mean
 CKA along the best layer path; its null redraws the whole path after shuffling B's aligned dimensions. There is
 no exchangeability argument once the alignment was fitted to the two models, so no p-value: the verdict reads the
 effect against thresholds fitted on the ground-truth zoo.
@@ -26,6 +27,9 @@ NAME = "attention-cka"
 ROLES_BY_TEST = {"cka": ("k", "v"), "cka-q": ("q",)}
 NULL_WORK = 4e11  # multiply-adds allowed for the null draws (all roles together)
 MIN_DRAWS, MAX_DRAWS = 5, 50
+# Residual dims used as samples at most (a seeded subset of the aligned pairs beyond): the Gram matrices of every
+# layer of both models are held at once, (L_A + L_B) x n^2 x 8 bytes: 3.2 GB per role for Solar vs GLM at 2048.
+MAX_SAMPLES = 2048
 
 
 def _features(model: ModelWeights, alignment: Alignment, role: str, layer: int, side: str, device) -> torch.Tensor:
@@ -48,20 +52,30 @@ def role_matrices(a: ModelWeights, b: ModelWeights, alignment: Alignment, roles:
                   draws: int, seed: int, device="cpu", accumulate=torch.float64) -> dict:
     """Per role: layers, the observed L_A x L_B CKA matrix and `draws` null matrices (shared permutations)."""
     out = {}
+    alignment = _subset(alignment, seed)
     for role in roles:
         layers_a, layers_b = a.layers_with(role), b.layers_with(role)
         if not layers_a or not layers_b or alignment.dims < 4:
             continue
+        squared = not alignment.signs_known
         grams_a = stack_grams([_features(a, alignment, role, la, "a", device) for la in layers_a],
-                              device=device, accumulate=accumulate)
+                              device=device, accumulate=accumulate, squared=squared)
         grams_b = stack_grams([_features(b, alignment, role, lb, "b", device) for lb in layers_b],
-                              device=device, accumulate=accumulate)
+                              device=device, accumulate=accumulate, squared=squared)
         generator = torch.Generator().manual_seed(seed)  # the same draws for every role, so their mean is a draw
         perms = [torch.randperm(alignment.dims, generator=generator).to(grams_b.device) for _ in range(draws)]
         out[role] = {"layers_a": layers_a, "layers_b": layers_b, "matrix": cka_matrix(grams_a, grams_b),
                      "null": [cka_matrix(grams_a, grams_b, p) for p in perms]}
         del grams_a, grams_b
     return out
+
+
+def _subset(alignment: Alignment, seed: int) -> Alignment:
+    if alignment.dims <= MAX_SAMPLES:
+        return alignment
+    keep = torch.randperm(alignment.dims, generator=torch.Generator().manual_seed(seed))[:MAX_SAMPLES].sort().values
+    return Alignment(alignment.method, alignment.index_a[keep], alignment.index_b[keep], alignment.signs[keep],
+                     alignment.details, alignment.signs_known)
 
 
 def mean_matrix(matrices: dict, key: str = "matrix", draw: int | None = None) -> torch.Tensor | None:
@@ -93,12 +107,14 @@ def cka_test(matrices: dict, alignment: Alignment | None, reasons: list[str]) ->
                for role, m in matrices.items()}
     records["mean attention CKA"] = layer_matrix_record(observed, layers_a, layers_b, "cka", layers)
     method = alignment.method if alignment is not None else "none"
-    notes = (f"mean unbiased CKA along the layer path ({len(layers['pairs'])} pairs) after {method} alignment; "
+    kernel = "linear" if alignment is None or alignment.signs_known else "squared (sign-blind)"
+    notes = (f"mean unbiased CKA ({kernel} kernel) along the layer path ({len(layers['pairs'])} pairs) after "
+             f"{method} alignment; "
              f"null: B's aligned residual dims shuffled, path redrawn ({draws} draws); no p-value (the alignment "
              f"was fitted to both models): decided by the effect's thresholds")
     if reasons:
         notes += "; " + "; ".join(reasons)
     row = result(NAME, statistic=statistic, null={**null, "kind": "B's aligned residual dims shuffled"},
                  effect=None if effect is None or math.isnan(effect) else effect, notes=notes,
-                 background=layers["background"], roles=list(matrices), alignment_method=method)
+                 background=layers["background"], roles=list(matrices), alignment_method=method, kernel=kernel)
     return row, layers, records

@@ -28,7 +28,11 @@ def _unit_rows(model: ModelWeights, roles: tuple[str, ...], layer: int, alignmen
                device) -> torch.Tensor:
     """[units, features]: each unit's gain-folded input rows (all roles side by side) in A's residual order."""
     take = alignment.take_a if side == "a" else alignment.take_b
-    return torch.cat([take(model.folded(role, layer, device=device)) for role in roles], dim=1)
+    rows = torch.cat([take(model.folded(role, layer, device=device)) for role in roles], dim=1)
+    if alignment.signs_known:
+        return rows
+    magnitudes = rows.abs()  # residual signs unknown: compare what a flip cannot change
+    return magnitudes - magnitudes.mean(dim=1, keepdim=True)
 
 
 def _cosines(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ Primary: embedding rows of tokens shared *by string*; the cosine of every column
 linear assignment on |cos| gives a permutation and the signs. Fallback when the embeddings were re-initialised:
 per-dimension signatures that move with the residual basis but not with gain re-absorption, head or unit
 permutations: the column norms of every gain-folded matrix that reads the residual stream (Q, K, V, router, MLP
-inputs). Quality is the mean matched similarity beside a null where correspondence is destroyed (tokens shuffled,
+inputs); they cannot see sign flips, so the tests after a signature alignment use sign-blind statistics. Quality is the mean matched similarity beside a null where correspondence is destroyed (tokens shuffled,
 or each signature feature shuffled over dimensions). The matching's Spearman rho against the identity has an exact
 null when B's residual dimensions are exchangeable (independent initialisations): it detects undisguised copies.
 """
@@ -22,7 +22,6 @@ from solarforensics.metrics.stats import summarize
 
 NAME = "residual-alignment"
 SIGNATURE_ROLES = ("q", "k", "v", "router", "mlp_gate", "mlp_up", "shared_gate", "shared_up")
-SIGN_ROLES = ("k", "v", "q")  # Gram matrices used to recover signs when signatures (sign-blind) align
 
 
 @dataclass
@@ -34,6 +33,7 @@ class Alignment:
     index_b: torch.Tensor
     signs: torch.Tensor
     details: dict = field(default_factory=dict)
+    signs_known: bool = True  # False: the method cannot see sign flips (signatures); later tests go sign-blind
 
     @classmethod
     def unaligned(cls, dims: int) -> Alignment:
@@ -60,7 +60,8 @@ class Alignment:
     def permuted_b(self, generator: torch.Generator) -> Alignment:
         """The same alignment with B's partners shuffled: one draw of the 'no correspondence' null."""
         order = torch.randperm(self.dims, generator=generator)
-        return Alignment(self.method, self.index_a, self.index_b[order], self.signs[order], self.details)
+        return Alignment(self.method, self.index_a, self.index_b[order], self.signs[order], self.details,
+                         self.signs_known)
 
 
 def _unit_columns(x: torch.Tensor) -> torch.Tensor:
@@ -157,31 +158,14 @@ def signature_alignment(a: ModelWeights, b: ModelWeights, seed: int = 0, device=
         for block in blocks:  # one permutation per block: within-block structure kept, correspondence lost
             scrambled[:, block] = fb[torch.randperm(fb.shape[0], generator=generator)][:, block]
         null.append(_assignment_quality(sa @ _standardise(scrambled, blocks).T, absolute=False)[2])
-    signs = _recover_signs(a, b, index_a, index_b, device)
-    return _candidate("signatures", index_a, index_b, signs, quality, null,
-                      {"features": sum(len(b) - 1 for b in blocks),
-                       "null_kind": "B's dims shuffled independently per layer block"})
-
-
-def _recover_signs(a: ModelWeights, b: ModelWeights, index_a, index_b, device) -> torch.Tensor:
-    """Signs s with G_A ~ S G_B S over the matched dims: the leading eigenvector of sum(G_A * G_B), off-diagonal."""
-    total = torch.zeros(len(index_a), len(index_a), dtype=torch.float64, device=device)
-    for role in SIGN_ROLES:
-        for la, lb in proportional_pairs(a.layers_with(role), b.layers_with(role)):
-            if a.names_for([role], [la])[0] not in a.tensors or b.names_for([role], [lb])[0] not in b.tensors:
-                continue
-            xa = a.folded(role, la, device=device)[:, index_a.to(device)]
-            xb = b.folded(role, lb, device=device)[:, index_b.to(device)]
-            total += (xa.T @ xa) * (xb.T @ xb)
-        if total.abs().sum() > 0:
-            break
-    total.fill_diagonal_(0)
-    if not total.abs().sum() > 0:
-        return torch.ones(len(index_a), dtype=torch.float64)
-    vector = torch.linalg.eigh(total).eigenvectors[:, -1].cpu()
-    signs = torch.sign(vector)
-    signs[signs == 0] = 1.0
-    return signs * (1.0 if (signs > 0).sum() * 2 >= len(signs) else -1.0)  # a global flip changes no Gram matrix
+    # Column norms cannot see a sign flip. Fitting signs to the weights later compared would manufacture
+    # similarity between unrelated models, so signs stay unknown and the tests that follow use sign-blind forms.
+    signs = torch.ones(len(index_a), dtype=torch.float64)
+    found = _candidate("signatures", index_a, index_b, signs, quality, null,
+                       {"features": sum(len(b) - 1 for b in blocks),
+                        "null_kind": "B's dims shuffled independently per layer block"})
+    found.signs_known = False
+    return found
 
 
 def choose(candidates: list[Alignment], min_effect: float) -> Alignment | None:
@@ -203,7 +187,8 @@ def alignment_test(chosen: Alignment | None, candidates: list[Alignment], reason
     d = chosen.details
     rank = d["spearman"]
     effect = d["effect"]
-    notes = (f"{chosen.method}: {d['dims_matched']} dims matched, {d['signs_flipped']} signs flipped, "
+    flips = f"{d['signs_flipped']} signs flipped" if chosen.signs_known else "signs unknown (sign-blind tests follow)"
+    notes = (f"{chosen.method}: {d['dims_matched']} dims matched, {flips}, "
              f"{100 * (d['identity_fraction'] or 0):.0f}% at the same index; p: Spearman of the matching vs the "
              f"identity ({rank['method']}), exact under exchangeable residual dims")
     if reasons:

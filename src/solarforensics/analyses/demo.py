@@ -1,0 +1,35 @@
+"""The demo: the local Hub serving the full-scale replicas with realistic latency, and `case solar-vs-glm` run
+against it over HTTP, in one process and offline."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from solarforensics.analyses.case import CaseOutcome, CaseRequest, run_case
+from solarforensics.analyses.models import OpenOptions
+
+DEMO_CASE = "solar-vs-glm"
+
+
+def run_demo(out_dir: Path, latency_ms: int = 30, say: Callable[[str], None] = print) -> Path:
+    """Serve the replicas on 127.0.0.1 (every answer delayed by `latency_ms`), run the case through HTTP into
+    `out_dir`, and return the HTML report's path. The range cache lives in a temporary folder removed afterwards, so
+    the demo leaves nothing in the user's caches but small files of the replica commits."""
+    return run_demo_case(out_dir, latency_ms, say).report_html
+
+
+def run_demo_case(out_dir: Path, latency_ms: int = 30, say: Callable[[str], None] = print) -> CaseOutcome:
+    from solarforensics.testing.hub_server import HubServer
+    from solarforensics.testing.replicas import ReplicaStore
+
+    cache = Path(tempfile.mkdtemp(prefix="solarforensics-demo-cache-"))
+    try:
+        with HubServer(ReplicaStore(), latency_ms=latency_ms) as server:
+            say(f"local Hub with the full-scale replicas at {server.url} ({latency_ms} ms per request)")
+            options = OpenOptions(endpoint=server.url, cache_dir=cache)
+            return run_case(CaseRequest(DEMO_CASE, out_dir=Path(out_dir)), options, say)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
