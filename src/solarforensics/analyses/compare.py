@@ -59,6 +59,11 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     opened = time.perf_counter()
     tensors_a, tensors_b, fetch_s = _read_all(source_a, source_b, pairs, planned, progress)
     rows = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]
+    if not any(r["comparable"] for r in rows):
+        raise SelectionError(
+            f"no selected pair has equal shapes ({rows[0]['tensor_a']} {rows[0]['shape_a']} vs {rows[0]['shape_b']})",
+            "use --truncate to compare the common leading block, or select other groups",
+        )
     metrics_done = time.perf_counter()
     # With --layers all-pairs the headline numbers still pair equal layers; the rest goes to the L x L matrices.
     same_layer = [(sa, sb) for sa, sb in pairs if sa.layer == sb.layer]
