@@ -25,7 +25,9 @@ from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoi
 NUMBERS = ("rows", "baselines", "layer_matrices", "only_in_a", "only_in_b")
 RETRIES = 1  # huggingface_hub's backoff waits 1 s before the retry
 TIMEOUT_S = 0.3
-COMPARE = ("compare", "acme/a", "acme/b", "--tensors", "layernorm,attn-k", "--permutations", "99", "--device", "cpu")
+# Norm gains, k and v: 9 tensor pairs in several coalesced ranges per shard; --json skips the terminal tables.
+COMPARE = ("compare", "acme/a", "acme/b", "--tensors", "final-norm,attn-k,attn-v", "--permutations", "99",
+           "--device", "cpu", "--json")
 
 
 @dataclass
@@ -126,7 +128,15 @@ TRANSIENT = {
 }
 
 
-@pytest.mark.parametrize("fault", TRANSIENT, ids=list(TRANSIENT))
+# 500, 502 and a 503 on the CDN take the same code path as 503 (and a 1 s backoff each): the slow run covers them.
+SAME_AS_503 = {"500", "502", "CDN redirect, 503 on the CDN"}
+
+
+def params(faults: dict) -> list:
+    return [pytest.param(name, id=name, marks=[pytest.mark.slow] if name in SAME_AS_503 else []) for name in faults]
+
+
+@pytest.mark.parametrize("fault", params(TRANSIENT))
 def test_a_transient_fault_gives_exactly_the_clean_numbers(fault, cli, hub_server, hub_root, tmp_path):
     kind, params, cdn = TRANSIENT[fault]
     server = hub_server(hub_root, cdn=cdn)
@@ -160,7 +170,7 @@ PERSISTENT = {
 }
 
 
-@pytest.mark.parametrize("fault", PERSISTENT, ids=list(PERSISTENT))
+@pytest.mark.parametrize("fault", params(PERSISTENT))
 def test_a_persistent_fault_stops_with_one_clear_line(fault, cli, hub_server, hub_root, tmp_path):
     kind, params, message = PERSISTENT[fault]
     server = hub_server(hub_root)
@@ -220,16 +230,18 @@ def test_a_slow_server_is_retried_after_the_read_timeout(cli, hub_server, hub_ro
 def test_a_persistent_read_timeout_is_retried_only_as_often_as_configured(cli, hub_server, hub_root, monkeypatch):
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
     server = hub_server(hub_root)
-    server.faults.add("slow", "model-00001-of-00002.safetensors", -1, delay_s=2.0, repo="acme/a")
+    server.faults.add("slow", "model-00001-of-00002.safetensors", -1, delay_s=1.0, repo="acme/a")
     run = cli("inspect", "acme/a", "--no-cache")
     assert_one_clear_line(run, "ReadTimeout")
+    time.sleep(1.2)  # the server logs a slow answer when its delay is over
     assert len([e for e in data_requests(server) if e["fault"] == "slow"]) == 1
 
 
 # -- resumed runs ---------------------------------------------------------------------------------------------------
 
 
-def test_a_resumed_run_reuses_the_cache_and_gives_identical_numbers(cli, hub_server, hub_root, tmp_path):
+def test_a_resumed_run_reuses_the_cache_and_gives_identical_numbers(cli, hub_server, hub_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
     server = hub_server(hub_root)
     server.faults.add("503", "*.safetensors", -1, repo="acme/b", after=2)  # b's headers pass, its tensors fail
     out = tmp_path / "run.json"
@@ -248,7 +260,8 @@ def test_a_resumed_run_reuses_the_cache_and_gives_identical_numbers(cli, hub_ser
 
 @pytest.mark.xfail(strict=True, reason="bug: TensorSource.read_bytes caches only after every span of the batch "
                    "arrived, so one failed span throws away the bytes already fetched; see docs/reliability.md")
-def test_ranges_fetched_before_a_failure_are_kept_for_the_next_run(cli, hub_server, hub_root, tmp_path):
+def test_ranges_fetched_before_a_failure_are_kept_for_the_next_run(cli, hub_server, hub_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
     server = hub_server(hub_root)
     server.faults.add("503", "model-00002-of-00002.safetensors", -1, repo="acme/a", after=1)
     assert_one_clear_line(cli(*COMPARE, "--out", tmp_path / "run.json", "--workers", "1"), "answered HTTP 503")

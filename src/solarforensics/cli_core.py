@@ -10,7 +10,7 @@ from solarforensics.cli_app import app, finish, options, out, print_json
 from solarforensics.cli_options import Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Workers
 from solarforensics.cli_progress import byte_progress
 from solarforensics.errors import SpecError
-from solarforensics.results.document import default_out_path
+from solarforensics.results.document import default_out_path, slugify
 
 
 @app.command()
@@ -74,7 +74,7 @@ def matrix(
     fields = matrix_models(names, tensors, options(endpoint, no_cache), device)
     path = finish("matrix", fields, out_file or default_out_path("matrix", names, [tensors]), as_json)
     for group in fields["groups"]:
-        figure = matrix_heatmap(fields, group, "pearson", path.with_name(f"{path.stem}-{group}.png"))
+        figure = matrix_heatmap(fields, group, "pearson", path.with_name(f"{path.stem}-{slugify(group)}.png"))
         if not as_json:
             out.print(f"heatmap: {figure}")
 

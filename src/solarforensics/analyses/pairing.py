@@ -2,9 +2,14 @@
 
 from dataclasses import dataclass
 
-from solarforensics.errors import SelectionError
+from solarforensics.errors import NotFoundError, SelectionError
 from solarforensics.families.family import Family, find_family
-from solarforensics.families.selection import Selected, pair_selections, select
+from solarforensics.families.selection import Selected, is_glob, pair_selections, select
+
+NAMES_ONLY = Family(
+    name="names-only", model_type="", aliases=(), description="no family: tensors chosen and paired by name",
+    source="", architectures=(), roles={}, config_keys={},
+)
 from solarforensics.sources.base import TensorSource
 
 
@@ -15,7 +20,12 @@ class Selection:
 
 
 def select_tensors(source: TensorSource, groups: str) -> Selection:
-    family = find_family(source.config, list(source.tensors))
+    try:
+        family = find_family(source.config, list(source.tensors))
+    except NotFoundError:
+        if not all(is_glob(item.strip()) for item in groups.split(",") if item.strip()):
+            raise
+        family = NAMES_ONLY  # globs pick tensors by name; no family is needed to pair them by name
     return Selection(family, select(family, list(source.tensors), groups, config=source.config))
 
 

@@ -80,26 +80,31 @@ def stack_grams(features: Sequence[torch.Tensor], *, device: DeviceLike = "cpu",
 
 
 @torch.no_grad()
-def cka_matrix(grams_a: torch.Tensor, grams_b: torch.Tensor,
-               permutation: torch.Tensor | None = None) -> torch.Tensor:
+def cka_matrix(grams_a: torch.Tensor, grams_b: torch.Tensor, permutation: torch.Tensor | None = None,
+               block_bytes: int = 1 << 30) -> torch.Tensor:
     """[L_A, L_B] float64 CKA of every pair of U-centered Grams; `permutation` reorders B's samples first (a null draw).
 
-    NaN where a self-HSIC is not positive. One B Gram is permuted at a time, so memory stays at one extra n x n."""
+    NaN where a self-HSIC is not positive. B's Grams go through in blocks of about `block_bytes` (permuted copies
+    when drawing a null), so A's Grams are read once per block rather than once per layer of B."""
     n = grams_a.shape[-1]
     if grams_b.shape[-1] != n:
         raise SelectionError(f"CKA needs the same samples: {n} vs {grams_b.shape[-1]}")
     flat_a = grams_a.reshape(grams_a.shape[0], -1)
     self_a = (flat_a * flat_a).sum(dim=1)
+    step = max(1, block_bytes // max(1, n * n * grams_b.element_size()))
+    if permutation is not None:  # U-centering commutes with a joint reordering of samples: permute the Gram
+        permutation = permutation.to(grams_b.device)
+        cells = (permutation[:, None] * n + permutation[None, :]).reshape(-1)
     columns, self_b = [], []
-    for lu in grams_b:
+    for first in range(0, grams_b.shape[0], step):
+        flat_b = grams_b[first:first + step].reshape(-1, n * n)
         if permutation is not None:
-            lu = lu[permutation][:, permutation]  # U-centering commutes with a joint reordering of samples
-        flat_b = lu.reshape(-1)
-        columns.append(flat_a @ flat_b)
-        self_b.append((flat_b * flat_b).sum())
-    cross = torch.stack(columns, dim=1)
-    denominator = torch.sqrt(torch.outer(self_a, torch.stack(self_b)))
-    defined = (self_a[:, None] > 0) & (torch.stack(self_b)[None, :] > 0)
+            flat_b = flat_b.index_select(1, cells)
+        columns.append(flat_a @ flat_b.T)
+        self_b.append((flat_b * flat_b).sum(dim=1))
+    cross, self_b = torch.cat(columns, dim=1), torch.cat(self_b)
+    denominator = torch.sqrt(torch.outer(self_a, self_b))
+    defined = (self_a[:, None] > 0) & (self_b[None, :] > 0)
     values = torch.where(defined, cross / torch.where(defined, denominator, torch.ones_like(denominator)),
                          torch.full_like(cross, math.nan))
     return values.to("cpu", torch.float64)

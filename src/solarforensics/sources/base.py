@@ -1,5 +1,6 @@
 """What every source offers: config, tensor refs, tensor reads, small files, and a record of what it read."""
 
+import bisect
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -9,7 +10,7 @@ import torch
 
 from solarforensics.errors import FormatError, NotFoundError
 from solarforensics.sources.cache import RangeCache
-from solarforensics.sources.ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, DEFAULT_WORKERS, assemble, fetch_spans, plan_spans
+from solarforensics.sources.ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, DEFAULT_WORKERS, Span, fetch_spans, plan_spans
 from solarforensics.sources.safetensors_format import TensorRef, tensor_from_bytes
 
 MAX_TEXT_FILE_BYTES = 64 << 20  # config/tokenizer/licence files: tokenizer.json of big vocabularies is ~20 MB
@@ -101,7 +102,10 @@ class TensorSource:
         return sum(self.ref(n).nbytes for n in set(names))
 
     def read_bytes(self, names: Iterable[str], progress: Callable[[int], None] | None = None) -> dict[str, bytearray]:
-        """Raw bytes of the named tensors: cached ranges first, the rest in coalesced concurrent requests."""
+        """Raw bytes of the named tensors: cached ranges first, the rest in coalesced concurrent requests.
+
+        A tensor is cached the moment its last byte arrives, so an interrupted run keeps everything it had finished.
+        """
         refs = [self.ref(n) for n in dict.fromkeys(names)]
         out: dict[str, bytearray] = {}
         missing = []
@@ -114,19 +118,48 @@ class TensorSource:
                     progress(ref.nbytes)
             else:
                 missing.append(ref)
-        spans = plan_spans(((r.file, r.start, r.end) for r in missing if r.nbytes), self.max_gap, self.max_span)
+        by_range = {(r.file, r.start, r.end): r for r in missing}
+        fetched = self.read_ranges(by_range, progress, on_complete=lambda key, data: self._cache_put(by_range[key], data))
+        out.update({ref.name: fetched.get((ref.file, ref.start, ref.end), bytearray()) for ref in missing})
+        return out
 
-        def fetch(file: str, start: int, end: int) -> bytes:
-            data = self._fetch(file, start, end)
+    def read_ranges(
+        self,
+        ranges: Iterable[tuple[str, int, int]],
+        progress: Callable[[int], None] | None = None,
+        on_complete: Callable[[tuple[str, int, int], bytearray], None] | None = None,
+    ) -> dict[tuple[str, int, int], bytearray]:
+        """Bytes [start, end) of weight files, coalesced and fetched concurrently, each range filled in place in a buffer
+        allocated once (a huge tensor fetched in parts is never held twice)."""
+        wanted = sorted({r for r in ranges if r[2] > r[1]})
+        out = {key: bytearray(key[2] - key[1]) for key in wanted}
+        by_file: dict[str, list[tuple[str, int, int]]] = {}
+        for key in wanted:
+            by_file.setdefault(key[0], []).append(key)
+        starts = {file: [key[1] for key in keys] for file, keys in by_file.items()}
+        remaining = {key: key[2] - key[1] for key in wanted}
+        lock = threading.Lock()
+
+        def deliver(span: Span, data: memoryview) -> None:
+            keys = by_file[span.file]
+            first = max(bisect.bisect_right(starts[span.file], span.start) - 1, 0)
+            for key in keys[first:]:
+                _, start, end = key
+                if start >= span.end:
+                    break
+                lo, hi = max(start, span.start), min(end, span.end)
+                if lo >= hi:
+                    continue
+                out[key][lo - start : hi - start] = data[lo - span.start : hi - span.start]
+                with lock:
+                    remaining[key] -= hi - lo
+                    done = remaining[key] == 0
+                if done and on_complete:
+                    on_complete(key, out[key])
             if progress:
-                progress(len(data))
-            return data
+                progress(span.nbytes)
 
-        pieces = fetch_spans(spans, fetch, self.workers)
-        for ref in missing:
-            data = assemble(pieces, ref.file, ref.start, ref.end) if ref.nbytes else bytearray()
-            out[ref.name] = data
-            self._cache_put(ref, data)
+        fetch_spans(plan_spans(wanted, self.max_gap, self.max_span), self._fetch, deliver, self.workers)
         return out
 
     def read_tensors(self, names: Iterable[str], progress: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
@@ -141,13 +174,9 @@ class TensorSource:
         if not ref.shape or any(not 0 <= r < ref.shape[0] for r in rows):
             raise NotFoundError(f"{self.name}: tensor {name!r} of shape {list(ref.shape)} has no rows {rows[:5]}…")
         width = ref.nbytes // ref.shape[0] if ref.shape[0] else 0
-        unique = sorted(set(rows))
-        spans = plan_spans(((ref.file, ref.start + r * width, ref.start + (r + 1) * width) for r in unique if width),
-                           self.max_gap, self.max_span)
-        pieces = fetch_spans(spans, self._fetch, self.workers)
-        buf = bytearray()
-        for r in rows:
-            buf += assemble(pieces, ref.file, ref.start + r * width, ref.start + (r + 1) * width) if width else b""
+        spans = {r: (ref.file, ref.start + r * width, ref.start + (r + 1) * width) for r in set(rows)} if width else {}
+        fetched = self.read_ranges(spans.values())
+        buf = b"".join(bytes(fetched[spans[r]]) for r in rows) if width else b""
         shape = (len(rows), *ref.shape[1:])
         return tensor_from_bytes(buf, TensorRef(name, ref.file, ref.dtype, shape, 0, len(buf)))
 
@@ -182,8 +211,10 @@ class TensorSource:
             return None
         try:
             return json.loads(text)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             raise FormatError(f"{self.name}: {filename} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        except (ValueError, RecursionError):  # absurd numbers, absurd nesting
+            raise FormatError(f"{self.name}: {filename} is not valid JSON (nesting or numbers beyond limits)") from None
 
     def parameters(self) -> int:
         return sum(ref.numel for ref in self.tensors.values())

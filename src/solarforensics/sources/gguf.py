@@ -22,7 +22,6 @@ from solarforensics.sources.cache import RangeCache
 from solarforensics.sources.gguf_format import GGUFHeader, parse_gguf
 from solarforensics.sources.gguf_quants import SUPPORTED, dequantize
 from solarforensics.sources.hub import _REPO_ID, DEFAULT_ENDPOINT, HubSource, hub_errors
-from solarforensics.sources.ranges import assemble, fetch_spans, plan_spans
 
 # llama.cpp's converter interleaves the two RoPE halves of each head's Q/K rows for these architectures only.
 ROPE_PERMUTED_ARCHS = frozenset({"llama"})
@@ -125,12 +124,9 @@ class _GGUFTensors:
         order = unpermute_rope_rows(torch.arange(ref.shape[0]).unsqueeze(1), heads).flatten() if heads else None
         stored = [int(order[r]) for r in rows] if order is not None else rows
         width = ref.nbytes // ref.shape[0]
-        spans = plan_spans(((ref.file, ref.start + r * width, ref.start + (r + 1) * width) for r in sorted(set(stored))),
-                           self.max_gap, self.max_span)
-        pieces = fetch_spans(spans, self._fetch, self.workers)
-        buf = bytearray()
-        for r in stored:
-            buf += assemble(pieces, ref.file, ref.start + r * width, ref.start + (r + 1) * width)
+        spans = {r: (ref.file, ref.start + r * width, ref.start + (r + 1) * width) for r in set(stored)}
+        fetched = self.read_ranges(spans.values())
+        buf = b"".join(bytes(fetched[spans[r]]) for r in stored)
         return dequantize(buf, ref.dtype, (len(rows), *ref.shape[1:]))
 
     def _rope_heads(self, name: str) -> int | None:

@@ -184,40 +184,38 @@ class HubSource(TensorSource):
 
     def _fetch_once(self, file: str, start: int, end: int, size: int) -> bytearray:
         headers = {**self._headers, "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        try:
-            with http_stream_backoff(
-                "GET", self._url(file), headers=headers, timeout=TIMEOUT_S, max_retries=HTTP_RETRIES
-            ) as response:
-                self.provenance.count(requests=1 + len(response.history))
-                if response.status_code >= 400:
-                    response.read()
-                    hf_raise_for_status(response)
-                if response.status_code == 200:
-                    raise TransferError(
-                        f"{self.endpoint} ignored the Range header for {self.repo}/{file} and started sending the "
-                        f"whole {size:,}-byte file; stopped without downloading it",
-                        "use a server or proxy that supports range requests",
-                    )
-                if response.status_code != 206:
-                    raise _Retry(f"HTTP {response.status_code} instead of 206")
-                self._check_etag(file, response)
-                self._check_content_range(response.headers.get("content-range", ""), start, end, size)
-                buf = bytearray(end - start)
-                got = 0
-                try:
-                    for chunk in response.iter_raw():
-                        if got + len(chunk) > len(buf):
-                            raise _Retry(f"server sent more than the {len(buf)} bytes asked")
-                        buf[got : got + len(chunk)] = chunk
-                        got += len(chunk)
-                except httpx2.TransportError as err:  # must not reach http_stream_backoff: it cannot retry a body
-                    raise _Retry(f"{type(err).__name__} while reading the body") from None
-                self.provenance.count(nbytes=got, ranges=1)
-                if got != len(buf):
-                    raise _Retry(f"body cut short ({got} of {len(buf)} bytes)")
-                return buf
-        except httpx2.TransportError as err:  # connection lost after the retries of the request itself
-            raise _Retry(f"{type(err).__name__}") from None
+        # Errors before an answer arrives were already retried by the backoff: they end the run (via hub_errors).
+        with http_stream_backoff(
+            "GET", self._url(file), headers=headers, timeout=TIMEOUT_S, max_retries=HTTP_RETRIES
+        ) as response:
+            self.provenance.count(requests=1 + len(response.history))
+            if response.status_code >= 400:
+                response.read()
+                hf_raise_for_status(response)
+            if response.status_code == 200:
+                raise TransferError(
+                    f"{self.endpoint} ignored the Range header for {self.repo}/{file} and started sending the "
+                    f"whole {size:,}-byte file; stopped without downloading it",
+                    "use a server or proxy that supports range requests",
+                )
+            if response.status_code != 206:
+                raise _Retry(f"HTTP {response.status_code} instead of 206")
+            self._check_etag(file, response)
+            self._check_content_range(response.headers.get("content-range", ""), start, end, size)
+            buf = bytearray(end - start)
+            got = 0
+            try:
+                for chunk in response.iter_raw():
+                    if got + len(chunk) > len(buf):
+                        raise _Retry(f"server sent more than the {len(buf)} bytes asked")
+                    buf[got : got + len(chunk)] = chunk
+                    got += len(chunk)
+            except httpx2.TransportError as err:  # must not reach http_stream_backoff: it cannot retry a body
+                raise _Retry(f"{type(err).__name__} while reading the body") from None
+            self.provenance.count(nbytes=got, ranges=1)
+            if got != len(buf):
+                raise _Retry(f"body cut short ({got} of {len(buf)} bytes)")
+            return buf
 
     @staticmethod
     def _check_content_range(value: str, start: int, end: int, size: int) -> None:

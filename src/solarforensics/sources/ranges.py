@@ -66,44 +66,23 @@ def plan_spans(
 
 
 def fetch_spans(
-    spans: list[Span], fetch: Callable[[str, int, int], bytes], workers: int = DEFAULT_WORKERS
-) -> dict[tuple[str, int, int], memoryview]:
-    """Fetch every span (concurrently) and return the bytes of each member range keyed by (file, start, end)."""
-    pieces: dict[tuple[str, int, int], memoryview] = {}
+    spans: list[Span], fetch: Callable[[str, int, int], bytes], deliver: Callable[[Span, memoryview], None],
+    workers: int = DEFAULT_WORKERS,
+) -> None:
+    """Fetch every span (concurrently) and hand each one's bytes to `deliver` as soon as it arrives."""
 
     def one(span: Span) -> None:
-        data = memoryview(fetch(span.file, span.start, span.end))
-        for start, end in span.members:
-            pieces[(span.file, start, end)] = data[start - span.start : end - span.start]
+        deliver(span, memoryview(fetch(span.file, span.start, span.end)))
 
     if workers <= 1 or len(spans) <= 1:
         for span in spans:
             one(span)
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(spans))) as pool:
-            futures = [pool.submit(one, span) for span in spans]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # one clear error, not a pile of doomed requests
-                raise
-    return pieces
-
-
-def assemble(pieces: dict[tuple[str, int, int], memoryview], file: str, start: int, end: int) -> bytearray:
-    """Bytes [start, end) of `file` from fetched pieces that may cut it into consecutive parts."""
-    whole = pieces.get((file, start, end))
-    if whole is not None:
-        return bytearray(whole)
-    out = bytearray(end - start)
-    parts = sorted((s, e, v) for (f, s, e), v in pieces.items() if f == file and start <= s < end)
-    filled = start
-    for s, e, view in parts:
-        if s != filled:
-            break
-        out[s - start : e - start] = view
-        filled = e
-    if filled != end:
-        raise KeyError(f"bytes {start}-{end} of {file} were not fetched")
-    return out
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(spans))) as pool:
+        futures = [pool.submit(one, span) for span in spans]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # one clear error, not a pile of doomed requests
+            raise

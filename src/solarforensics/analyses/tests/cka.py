@@ -25,7 +25,7 @@ from solarforensics.metrics.stats import summarize
 
 NAME = "attention-cka"
 ROLES_BY_TEST = {"cka": ("k", "v"), "cka-q": ("q",)}
-NULL_WORK = 4e11  # multiply-adds allowed for the null draws (all roles together)
+NULL_WORK = 2e11  # multiply-adds allowed for the null draws (all roles together): 10 draws for Solar vs GLM
 MIN_DRAWS, MAX_DRAWS = 5, 50
 # Residual dims used as samples at most (a seeded subset of the aligned pairs beyond): the Gram matrices of every
 # layer of both models are held at once, (L_A + L_B) x n^2 x 8 bytes: 3.2 GB per role for Solar vs GLM at 2048.

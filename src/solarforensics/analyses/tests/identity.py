@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import torch
 
-from solarforensics.analyses.tests.weights import ModelWeights, result
+from solarforensics.analyses.tests.weights import ModelWeights, not_applicable, result
 from solarforensics.metrics.hashing import row_hashes, shared_rows, tensor_sha256
 
 NAME = "identity"
@@ -71,6 +71,8 @@ def _near_equal(a: ModelWeights, b: ModelWeights) -> list[dict]:
 
 def identity_test(a: ModelWeights, b: ModelWeights) -> dict:
     """Counts of identical tensors, rows and windows, and of near-equal matrices, with examples."""
+    if not a.tensors or not b.tensors:
+        return not_applicable(NAME, f"no recognised tensor was read from {a.label if not a.tensors else b.label}")
     hashes_a, hashes_b = _tensor_hashes(a.tensors), _tensor_hashes(b.tensors)
     by_hash = {h: name for name, h in hashes_a.items()}
     same = [(by_hash[h], name) for name, h in hashes_b.items() if h in by_hash]
