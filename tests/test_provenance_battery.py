@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
 from solarforensics.errors import BudgetError
 from solarforensics.metrics.stats import fisher_combine
+from solarforensics.results.document import schema, validate_document
 from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -160,3 +161,10 @@ def test_the_command_prints_the_plan_on_stderr_and_the_document_on_stdout(zoo, t
     assert doc["kind"] == "provenance" and doc["verdict"] == "derived"
     assert result.stderr.startswith(f"provenance: reading {doc['planned_bytes']:,} (")
     assert json.loads(out.read_text())["verdict"] == "derived"
+    assert validate_document(doc) == [] and schema_errors(doc) == []
+
+
+def schema_errors(doc: dict) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    return [error.message for error in Draft202012Validator(schema()).iter_errors(doc)]

@@ -196,3 +196,109 @@ def run_json(cli, *args) -> dict:
     code, stdout, stderr = cli(*map(str, args), "--json")
     assert code == 0, stderr
     return json.loads(stdout)
+
+
+@pytest.fixture
+def cli_all(cli):
+    """The `cli` fixture with every command module registered (provenance and tokenizer live in their own modules)."""
+    for module in ("solarforensics.cli_provenance", "solarforensics.cli_evidence"):
+        if importlib.util.find_spec(module):
+            importlib.import_module(module)
+    return cli
+
+
+# --- MiniLM: a copy, a fine-tune, the fine-tune disguised ---------------------------------------------------------
+
+def test_the_two_minilm_packagings_are_byte_identical_and_compare_calls_it_a_copy(minilm, cli_all, tmp_path):
+    assert sha256(minilm["gt"] / "model.safetensors") == sha256(minilm["other"] / "model.safetensors")
+    doc = run_json(cli_all, "compare", minilm["gt"], minilm["other"], "--tensors", "all", "--permutations", "10",
+                   "--out", tmp_path / "copy.json")
+    group = doc["summary"]["groups"]["all"]
+    assert (group["n"], group["comparable"], group["identical"]) == (104, 104, 104)
+    assert doc["summary"]["statements"][-1] == "Conclusion: byte-identical tensors are shared — a copy, not a coincidence."
+
+
+def test_a_short_fine_tune_keeps_its_function_and_reads_as_derived(minilm, cli_all, tmp_path):
+    tuned = load_file(str(minilm["tuned"] / "model.safetensors"))
+    base = load_file(str(minilm["gt"] / "model.safetensors"))
+    change = [float((tuned[n] - base[n]).norm() / base[n].norm()) for n in base if base[n].is_floating_point()]
+    assert 1e-5 < max(change) < 0.05  # trained, but only a little
+    doc = run_json(cli_all, "compare", minilm["gt"], minilm["tuned"], "--out", tmp_path / "c.json")
+    norms = doc["summary"]["groups"]["layernorm"]
+    assert (norms["comparable"], norms["identical"]) == (12, 0) and norms["pearson_mean"] > 0.9999
+    assert norms["p_aggregate"] <= 1 / 1001
+    if importlib.util.find_spec("solarforensics.analyses.provenance"):
+        doc = run_json(cli_all, "provenance", minilm["gt"], minilm["tuned"], "--out", tmp_path / "p.json")
+        assert doc["verdict"] == "derived"
+        assert "attention-cka" in doc["decisive"]
+
+
+def test_the_disguised_fine_tune_computes_the_same_and_only_provenance_sees_it(minilm, cli_all, tmp_path):
+    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+    ids, mask = tokenize(minilm["gt"], texts)
+    plain = embed_sentences(load_file(str(minilm["tuned"] / "model.safetensors")), ids, mask)
+    hidden = embed_sentences(load_file(str(minilm["disguised"] / "model.safetensors")), ids, mask)
+    perm = torch.randperm(384, generator=torch.Generator().manual_seed(SEED + 1))
+    assert torch.allclose(hidden, plain[:, perm], atol=1e-5)  # same embeddings, dims permuted
+    doc = run_json(cli_all, "compare", minilm["gt"], minilm["disguised"], "--tensors", "layernorm,attn",
+                   "--out", tmp_path / "c.json")
+    groups = doc["summary"]["groups"]
+    assert abs(groups["layernorm"]["pearson_mean"]) < 0.2 and abs(groups["attn"]["pearson_mean"]) < 0.1
+    assert doc["summary"]["statements"][-1].startswith("Conclusion: centered similarity is indistinguishable")
+    if importlib.util.find_spec("solarforensics.analyses.provenance"):
+        doc = run_json(cli_all, "provenance", minilm["gt"], minilm["disguised"], "--out", tmp_path / "p.json")
+        assert doc["verdict"] == "derived"
+        assert doc["decisive"] == ["attention-cka"]
+
+
+# --- GGUF: SmolLM2 (Q4_1) and Gemma 3 (Q4_K_M) --------------------------------------------------------------------
+
+def test_inspect_counts_the_real_gguf_parameters(ggufs, cli_all):
+    smol = run_json(cli_all, "inspect", ggufs["smol"])
+    assert (smol["parameters"], smol["tensors"]) == (134_515_008, 272)
+    assert {k: v["tensors"] for k, v in smol["dtypes"].items()} == {"F32": 61, "Q4_1": 210, "Q8_0": 1}
+    assert smol["config_summary"] == {"model_type": "gguf:llama", "hidden_size": 576, "num_layers": 30, "num_heads": 9,
+                                      "num_kv_heads": 3, "num_experts": None, "vocab_size": 49152}
+    gemma = run_json(cli_all, "inspect", ggufs["gemma"])
+    assert (gemma["parameters"], gemma["tensors"]) == (268_098_176, 236)
+    assert {k: v["tensors"] for k, v in gemma["dtypes"].items()} == {"F32": 109, "Q4_K": 27, "Q5_0": 81, "Q6_K": 9,
+                                                                     "Q8_0": 10}
+    assert gemma["config_summary"]["model_type"] == "gguf:gemma3"
+
+
+def test_real_gguf_tensors_dequantise_exactly_as_the_gguf_package_does(ggufs):
+    import gguf
+    import numpy as np
+
+    from solarforensics.sources.spec import open_source
+
+    for path in ggufs.values():
+        source = open_source(str(path))
+        reference = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+        # one tensor of each type; Q/K of llama are left out: we un-permute their rows on purpose
+        names = {}
+        for name, ref in source.tensors.items():
+            if not name.endswith(("attn_q.weight", "attn_k.weight")):
+                names.setdefault(ref.dtype, name)
+        got = source.read_tensors(names.values())
+        for name in names.values():
+            t = reference[name]
+            expected = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(got[name].shape)
+            assert np.array_equal(got[name].float().numpy(), expected), name
+
+
+def test_smollm2_and_gemma3_do_not_look_derived(ggufs, cli_all, tmp_path):
+    doc = run_json(cli_all, "compare", ggufs["smol"], ggufs["gemma"], "--out", tmp_path / "c.json")
+    norms = doc["summary"]["groups"]["layernorm"]
+    assert (norms["n"], norms["comparable"]) == (36, 0)  # 576-wide vs 640-wide gains: nothing pairs element-wise
+    if importlib.util.find_spec("solarforensics.analyses.provenance"):
+        doc = run_json(cli_all, "provenance", ggufs["smol"], ggufs["gemma"], "--tests",
+                       "identity,norm-gains,residual-alignment,matching,corroborative", "--out", tmp_path / "p.json")
+        assert doc["verdict"] != "derived" and doc["p_value"] > 0.01
+
+
+def test_tokenizer_reads_both_gguf_vocabularies(ggufs, cli_all, tmp_path):
+    code, stdout, stderr = cli_all("tokenizer", ggufs["smol"], ggufs["gemma"], "--json", "--out", tmp_path / "t.json")
+    if code and "has no tokenizer.json" in stderr:
+        pytest.xfail("the tokenizer analysis does not read GGUF vocabularies yet (source.gguf_vocab())")
+    assert code == 0, stderr

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from solarforensics.errors import FormatError, ResultsError, UnsafeFormatError
+from solarforensics.errors import FormatError, ResultsError
 from solarforensics.results.document import path_inside, protected_dirs, read_document
 from solarforensics.sources import hub as hub_module
-from solarforensics.sources.cache import RangeCache, default_cache_dir
+from solarforensics.sources.cache import default_cache_dir
 from solarforensics.sources.spec import open_source
 from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
 
@@ -101,27 +101,31 @@ def temp_files(*folders: Path) -> list[Path]:
 # -- interruption ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a signal landing in a finalizer
 def test_sigint_at_random_points_leaves_whole_files_and_the_next_run_completes(cli, hub_server, hub_root, tmp_path,
                                                                                 monkeypatch, capsys):
-    hub_server(hub_root, latency_ms=10)
+    hub_server(hub_root, latency_ms=30)  # the network part of a run becomes long enough to be hit
     out = tmp_path / "results" / "run.json"
+    assert cli(*COMPARE, "--out", out, "--no-cache")[0] == 0  # the first run in a process pays for lazy imports
     started = time.perf_counter()
     assert cli(*COMPARE, "--out", out, "--no-cache")[0] == 0
     duration, clean = time.perf_counter() - started, numbers(out)
     rng = random.Random(9)
-    outcomes = []
-    for point in range(4):
+    outcomes, codes = [], []
+    for point in range(4):  # one random point in each quarter of a clean run's duration
         cache = tmp_path / f"cache{point}"
         monkeypatch.setenv("SOLARFORENSICS_CACHE", str(cache))
         out.unlink()
-        delay = rng.uniform(0.02, duration)
+        delay = duration * (point + rng.random()) / 4
         code, _, err = cli(*COMPARE, "--out", out, interrupt_after=delay)
         assert code in (0, 130) and err in ("", "solarforensics: interrupted\n")  # Typer exits 130 silently
         assert not out.exists() or numbers(out) == clean  # absent, or whole and right
         assert temp_files(out.parent, cache) == [] and entry_problems(cache) == []
-        cached = len(list(cache.rglob("*"))) if cache.exists() else 0
+        kept = len([p for p in (cache / "ranges").rglob("*") if p.is_file()]) if (cache / "ranges").exists() else 0
         assert cli(*COMPARE, "--out", out)[0] == 0 and numbers(out) == clean  # the next run completes from the cache
-        outcomes.append(f"{delay:.2f}s: exit {code}, {cached} cache paths kept")
+        codes.append(code)
+        outcomes.append(f"{delay:.2f}s: exit {code}, {kept} tensors kept in the cache")
+    assert 130 in codes  # at least one signal landed mid-run
     with capsys.disabled():
         print(f"\n[reliability] SIGINT kill points (run of {duration:.2f} s): " + "; ".join(outcomes))
 
@@ -176,7 +180,8 @@ cache, rng = RangeCache(root), random.Random(seed)
 counts = {"hits": 0, "misses": 0, "wrong": 0, "puts": 0, "damaged": 0}
 for _ in range(ops):
     k = rng.randrange(64)
-    key, data = ("http://hub", "acme/a", "0" * 40, "m.safetensors", "etag", k, k + 1), hashlib.sha256(b"%d" % k).digest() * (1 + k * 97)
+    key = ("http://hub", "acme/a", "0" * 40, "m.safetensors", "etag", k, k + 1)
+    data = hashlib.sha256(b"%d" % k).digest() * (1 + k * 97)
     action = rng.random()
     if action < 0.4:
         cache.put(key, data)
@@ -200,12 +205,12 @@ print(json.dumps(counts))
 
 
 def test_processes_hammering_one_cache_never_read_a_wrong_byte(tmp_path, capsys):
-    workers = [subprocess.Popen([sys.executable, "-c", CACHE_WORKER, str(tmp_path / "cache"), str(seed), "2000"],
+    workers = [subprocess.Popen([sys.executable, "-c", CACHE_WORKER, str(tmp_path / "cache"), str(seed), "1200"],
                                 stdout=subprocess.PIPE, text=True) for seed in range(4)]
     results = [json.loads(w.communicate(timeout=120)[0]) for w in workers]
     assert all(w.returncode == 0 for w in workers)
     total = {key: sum(r[key] for r in results) for key in results[0]}
-    assert total["wrong"] == 0 and total["hits"] > 1000 and total["damaged"] > 10 and total["misses"] > 10
+    assert total["wrong"] == 0 and total["hits"] > 500 and total["damaged"] > 10 and total["misses"] > 10
     assert temp_files(tmp_path) == []
     with capsys.disabled():
         print(f"\n[reliability] 4 processes on one cache: {total}")
@@ -308,8 +313,6 @@ def test_a_hostile_results_file_cannot_steer_report_figures_out_of_their_folder(
     assert all(report.parent in p.parents or p == report for p in written)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: cli_core.matrix names heatmaps path.with_name(f'{stem}-{group}.png'); a "
-                   "glob group with '/' is a ValueError (internal error) — see docs/reliability.md")
 def test_a_matrix_over_a_glob_with_a_slash_names_its_heatmap_safely(cli, tmp_path):
     from safetensors.torch import save_file
     import torch
@@ -373,7 +376,7 @@ def dotted(node: ast.AST) -> str:
 
 
 def imports_our_own(call: ast.Call) -> bool:
-    """importlib.import_module("solarforensics.…" or f"solarforensics.…{x}"): a module of this package, not a path."""
+    """import_module("solarforensics.…") or with an f-string of that prefix: a module of this package, not a path."""
     first = call.args[0] if call.args else None
     if isinstance(first, ast.JoinedStr) and first.values:
         first = first.values[0]
@@ -453,13 +456,11 @@ def test_a_hostile_licence_file_is_refused_in_one_line(hub_server, tmp_path, con
         read_licence(source, "LICENSE")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: TensorSource.read_json lets RecursionError through and reads err.msg "
-                   "from ValueErrors that have none (internal error, exit 70) — see docs/reliability.md")
 @pytest.mark.parametrize("text", ["[" * 100_000, '{"model_type": ' + "9" * 5000 + "}"], ids=["deep", "huge number"])
 def test_a_pathological_json_file_is_a_formaterror(cli, tmp_path, text):
     folder = make_repo(tmp_path, "json", {"config.json": text.encode()})
     code, _, err = cli("inspect", folder)
-    assert code == 2 and err.startswith(f"solarforensics: error: json: config.json is not valid JSON")
+    assert code == 2 and err.startswith("solarforensics: error: json: config.json is not valid JSON")
 
 
 TOKENIZER_JSON = st.recursive(
@@ -473,7 +474,7 @@ TOKENIZER_JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=2000, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=2000, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(st.fixed_dictionaries({"model": TOKENIZER_JSON}, optional={"added_tokens": TOKENIZER_JSON,
                                                                   "pre_tokenizer": TOKENIZER_JSON}) | TOKENIZER_JSON)
 def test_any_tokenizer_json_structure_parses_or_is_one_formaterror(data):

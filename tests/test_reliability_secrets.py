@@ -113,7 +113,8 @@ def test_the_token_goes_to_the_hub_but_never_to_the_cdn(cli, hub_server, server_
     server = hub_server(server_root, cdn=True)
     code, *_ = cli("compare", "acme/a", "acme/b", "--permutations", "0", "--no-cache", "--out", tmp_path / "c.json")
     assert code == 0
-    log = [e for e in server.stats()["log"] if e["path"].split("?")[0].endswith(".safetensors") and e["method"] == "GET"]
+    log = [e for e in server.stats()["log"]
+           if e["path"].split("?")[0].endswith(".safetensors") and e["method"] == "GET"]
     hub, cdn = [e for e in log if e["origin"] == "hub"], [e for e in log if e["origin"] == "cdn"]
     assert hub and all(e["auth"] and e["status"] == 302 for e in hub)
     assert cdn and not any(e["auth"] for e in cdn) and {e["status"] for e in cdn} == {206}
@@ -156,7 +157,8 @@ def test_debug_tracebacks_hold_no_token(cli, hub_server, server_root, monkeypatc
 def test_the_console_script_with_debug_logging_prints_no_token(hub_server, server_root, tmp_path):
     server = hub_server(server_root, cdn=True)
     script = Path(sys.executable).parent / "solarforensics"
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from solarforensics.cli import main; main()"]
+    fallback = [sys.executable, "-c", "from solarforensics.cli import main; main()"]
+    command = [str(script)] if script.exists() else fallback
     env = {**os.environ, "HF_TOKEN": TOKEN, "HF_DEBUG": "1", "SOLARFORENSICS_RETRIES": "0"}
     outputs = []
     for args in (["compare", "acme/a", "acme/b", "--permutations", "99", "--out", tmp_path / "c.json"],

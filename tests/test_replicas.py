@@ -105,12 +105,13 @@ def test_compare_over_http_shows_the_trap_and_the_derived_control(store, hub_ser
     from solarforensics.analyses.compare import CompareRequest, compare_models
 
     hub_server(store)
-    independent = compare_models(CompareRequest(SOLAR, GLM, "layernorm", permutations=0))
+    independent = compare_models(CompareRequest(SOLAR, GLM, "attn-norm", permutations=0))
     deep = [r for r in independent["rows"] if r["layer_a"] >= 10]
     assert min(r["cosine"] for r in deep) > 0.95  # raw cosine high, as published
-    assert abs(independent["summary"]["groups"]["layernorm"]["pearson_mean"]) < 0.05  # centered ~0
-    derived = compare_models(CompareRequest(GLM, INTELLECT, "layernorm", permutations=0))
-    assert derived["summary"]["groups"]["layernorm"]["pearson_mean"] > 0.99
+    assert abs(independent["summary"]["groups"]["attn-norm"]["pearson_mean"]) < 0.05  # centered ~0
+    assert [r["layer_a"] for r in independent["rows"]] == list(range(46))
+    derived = compare_models(CompareRequest(GLM, INTELLECT, "attn-norm", permutations=0))
+    assert derived["summary"]["groups"]["attn-norm"]["pearson_mean"] > 0.99
 
 
 def _get(url: str, start: int, end: int) -> bytes:

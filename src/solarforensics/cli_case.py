@@ -23,6 +23,10 @@ def case(
     controls: Annotated[str | None, typer.Option("--controls", help="Replace the case's controls, in order "
                                                                     "(e.g. phi,intellect3).", show_default=False)] = None,
     budget_bytes: BudgetBytes = None,
+    quick: Annotated[bool, typer.Option("--quick", help="The demo's profile: steps read fewer layers and run fewer "
+                                                        "tests (each step's `quick` table in the case file).")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Write the results documents only, no "
+                                                                "report.md/report.html.")] = False,
     device: Device = "auto",
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
@@ -34,14 +38,15 @@ def case(
 
     if name == "list":
         return print_cases(list_cases())
-    request = CaseRequest(name, out_dir, controls, budget_bytes, device)
+    request = CaseRequest(name, out_dir, controls, budget_bytes, device, quick=quick, reports=not no_report)
     outcome = run_case(request, options(endpoint, no_cache),
                        say=lambda text: err.print(text, highlight=False, markup=False, soft_wrap=True))
     if as_json:
         print_json(outcome.doc)
     else:
         print_case_summary(outcome.doc)
-        out.print(f"report: {outcome.report_html}", highlight=False, soft_wrap=True)
+        where = outcome.report_html or outcome.out_dir / "case.json"
+        out.print(f"report: {where}", highlight=False, soft_wrap=True)
     if outcome.problem:
         raise ForensicsError(f"case {name} incomplete: {outcome.problem}", hint=f"partial results in {outcome.out_dir}")
 

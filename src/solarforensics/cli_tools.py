@@ -18,13 +18,21 @@ def hub_serve(
     bandwidth: Annotated[int | None, typer.Option("--bandwidth", help="Bytes per second per answer.")] = None,
     cdn: Annotated[bool, typer.Option("--cdn", help="Redirect weight files to a second 'CDN' origin.")] = False,
     fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND[:GLOB[:COUNT]], e.g. 429:*.safetensors:2.")] = None,
+    replicas: Annotated[bool, typer.Option("--replicas", help="Also serve full-scale virtual replicas of Solar, GLM, Phi, INTELLECT-3.")] = False,
 ) -> None:
-    """Serve ROOT/owner/name folders as Hub model repos on 127.0.0.1 (until Ctrl-C)."""
+    """Serve ROOT/owner/name folders (and/or virtual replicas) as Hub model repos on 127.0.0.1 (until Ctrl-C)."""
     from solarforensics.testing.hub_server import serve
 
     if root is not None and not root.is_dir():
         raise ForensicsError(f"{root}: not a folder")
-    serve(root, port=port, latency_ms=latency_ms, bandwidth=bandwidth, cdn=cdn, faults=fault or [])
+    if root is None and not replicas:
+        raise ForensicsError("nothing to serve", "give a folder ROOT and/or --replicas")
+    extra = ()
+    if replicas:
+        from solarforensics.testing.replicas import replica_store
+
+        extra = (replica_store(),)
+    serve(root, port=port, latency_ms=latency_ms, bandwidth=bandwidth, cdn=cdn, faults=fault or [], extra_stores=extra)
 
 
 @bench_app.command("fetch")

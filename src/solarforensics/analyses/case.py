@@ -9,7 +9,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from solarforensics.analyses.case_steps import (
@@ -55,6 +55,8 @@ class CaseRequest:
     budget_bytes: int | None = None
     device: str = "auto"
     seed: int = 0
+    quick: bool = False  # apply each step's `quick` overrides (fewer layers, fewer tests): the demo's profile
+    reports: bool = True  # render report.md / report.html (the documents are always written)
 
 
 @dataclass
@@ -73,17 +75,19 @@ def case_files() -> dict[str, Path]:
 
 
 def load_case(name: str) -> Case:
+    """A case by name (configs/cases/NAME.toml) or by the path of a case file of your own."""
     files = case_files()
-    if name not in files:
+    path = files.get(name) or (Path(name) if name.endswith(".toml") and Path(name).is_file() else None)
+    if path is None:
         raise NotFoundError(f"unknown case {name!r}", hint=f"cases: {', '.join(files) or 'none'} (see `case list`)")
     try:
-        with open(files[name], "rb") as handle:
+        with open(path, "rb") as handle:
             data = tomllib.load(handle)
-        case = Case(data.get("name", name), data["title"], data["question"], dict(data["models"]),
+        case = Case(data.get("name", path.stem), data["title"], data["question"], dict(data["models"]),
                     dict(data.get("controls", {})), list(data["steps"]), data.get("claims", "claims.toml"),
-                    data.get("targets", "targets.toml"), files[name])
+                    data.get("targets", "targets.toml"), path)
     except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
-        raise FormatError(f"case file {files[name]} is malformed: {exc}") from exc
+        raise FormatError(f"case file {path} is malformed: {exc}") from exc
     for step in case.steps:
         missing = [r for r in step_roles(step) if r not in case.roles]
         if missing:
@@ -112,6 +116,8 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     started = time.perf_counter()
     options = options or OpenOptions()
     case = load_case(request.name)
+    if request.quick:
+        case = replace(case, steps=[{**step, **step.get("quick", {})} for step in case.steps])
     roles = resolve_roles(case, request.controls)
     out_dir = Path(request.out_dir or Path("results") / case.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,11 +130,13 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     checkpoints = {role: weight_file_bytes(source) for role, source in sources.items()}
     plan = _plan(case, sources, unavailable, options.use_cache)
     # Opening read every shard header, config.json and the index; later opens find them in the caches.
-    small_seen = {(roles[role], name) for role in sources for name in OPEN_FILES if name in sizes[role]}
-    spent = sum(source.provenance.bytes_transferred for source in sources.values())
-    spent += sum(sizes[role][name] for role in sources for name in OPEN_FILES if name in sizes[role])
+    first_role = {roles[role]: role for role in reversed(list(sources))}
+    small_seen = {(spec, name) for spec, role in first_role.items() for name in OPEN_FILES if name in sizes[role]}
+    spent = sum(sources[role].provenance.bytes_transferred for role in first_role.values())
+    spent += sum(sizes[first_role[spec]][name] for spec, name in small_seen)
     _say_plan(say, case, roles, plan, spent, checkpoints)
     docs, steps, notes = {}, [], {}
+    tensor_bytes = 0  # what --budget-bytes limits, like compare's and provenance's own budgets
     argv = list(sys.argv)
     for step in case.steps:
         record = {"id": step["id"], "kind": step["kind"], "command": describe(step, roles), "why": step.get("why"),
@@ -136,7 +144,7 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
                   "bytes_transferred": 0, "seconds": None}
         steps.append(record)
         missing = [r for r in step_roles(step) if r in unavailable]
-        left = None if request.budget_bytes is None else request.budget_bytes - spent
+        left = None if request.budget_bytes is None else request.budget_bytes - tensor_bytes
         if missing:
             record.update(status="not-run", reason=f"{roles[missing[0]]} unavailable: {unavailable[missing[0]]}")
         elif left is not None and (plan.get(step["id"]) or 0) > left:
@@ -146,6 +154,8 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
             _run_one(step, record, StepContext(roles, options, request.device, request.seed, left, say), docs,
                      out_dir, argv, replica)
             spent += record["bytes_transferred"]
+            planned = plan.get(step["id"])
+            tensor_bytes += planned if planned is not None else docs.get(step["id"], {}).get("planned_bytes") or 0
             for role in step_roles(step):
                 for name in STEP_FILES.get(step["kind"], ()):
                     if name in sizes.get(role, {}) and (roles[role], name) not in small_seen:
@@ -159,7 +169,9 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
                          argv, time.perf_counter() - started)
     outcome = CaseOutcome(out_dir, doc, files=[out_dir / f"{s['id']}.json" for s in steps if s["file"]])
     write_document(doc, out_dir / "case.json")
-    outcome.report_md, outcome.report_html = _reports(doc, [docs[s["id"]] for s in steps if s["id"] in docs], out_dir)
+    if request.reports:
+        shown = [docs[step["id"]] for step in case.steps if step["id"] in docs and step.get("report", True)]
+        outcome.report_md, outcome.report_html = _reports(doc, shown, out_dir)
     problems = [f"{s['id']}: {s['reason']}" for s in steps if s["status"] != "ok"]
     outcome.problem = problems[0] if problems else None
     return outcome
@@ -250,14 +262,18 @@ def _case_document(case: Case, roles, request, steps, claims, docs, sources, spe
     if replica:
         statements.insert(0, "These results come from synthetic replicas: they show how the method behaves and say "
                              "nothing about the real models.")
+    if request.quick:
+        statements.append("Quick profile: some steps read fewer layers or run fewer tests (see each step's command).")
     warnings = [f"{roles[r]} unavailable: {why}" for r, why in unavailable.items()]
     warnings += [f"step {s['id']} {s['status']}: {s['reason']}" for s in steps if s["status"] != "ok"]
     return new_document(
         "case", argv, replica=replica, complete=complete, warnings=warnings,
         case={"name": case.name, "title": case.title, "question": case.question, "file": case.path.name},
-        models=roles, steps=steps, claims=claims, claim_counts=counts, verdict=verdict,
+        models=roles, profile="quick" if request.quick else "full", steps=steps, claims=claims, claim_counts=counts,
+        verdict=verdict,
         verdict_statements=(provenance.get("summary") or {}).get("statements") or [],
-        bytes_transferred=spent, checkpoint_bytes=sum(checkpoints.values()), checkpoint_bytes_pair=pair,
+        bytes_transferred=spent, checkpoint_bytes=sum(checkpoints[r] for r in {roles[r]: r for r in checkpoints}.values()),
+        checkpoint_bytes_pair=pair,
         fraction_of_pair=spent / pair if pair else None, budget_bytes=request.budget_bytes,
         sources=[s.provenance.as_dict() for s in sources.values()],
         summary={"statements": statements}, timings={"total_s": seconds},

@@ -197,10 +197,13 @@ def raw_cosine_minus_reference_null(run: Run) -> Measured:
 
 
 def _within(run: Run, step: str) -> tuple[float, float]:
+    """(mean raw cosine among layers 10/20/30/40, mean of layer 0 with them) for the input norms of one model."""
     doc = run.doc(step)
-    deep = [pair_value(doc, "attn_norm", x, y) for i, x in enumerate(DEEP_LAYERS) for y in DEEP_LAYERS[i + 1:]]
-    zero = [pair_value(doc, "attn_norm", 0, y) for y in DEEP_LAYERS]
-    return fmean(deep), fmean(zero)
+    present = {r["layer_a"] for r in rows(doc, "attn_norm", same_layer=False)}
+    deep_layers = [layer for layer in DEEP_LAYERS if layer in present]
+    deep = [pair_value(doc, "attn_norm", x, y) for i, x in enumerate(deep_layers) for y in deep_layers[i + 1:]]
+    zero = [pair_value(doc, "attn_norm", 0, y) for y in deep_layers]
+    return _mean(deep, f"deep layer pairs in {step}"), _mean(zero, f"layer-0 pairs in {step}")
 
 
 def within_deep_raw_cosine(run: Run) -> Measured:

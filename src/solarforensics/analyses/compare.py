@@ -17,7 +17,7 @@ from solarforensics.analyses.statements import compare_statements
 from solarforensics.errors import BudgetError, SelectionError
 from solarforensics.metrics.device import default_accumulation, describe_device, dtype_name, resolve_device
 from solarforensics.metrics.hashing import row_hashes, shared_rows, tensor_sha256
-from solarforensics.metrics.nulls import aggregate_shuffle_null, reference_null_norm_gains, shuffle_null
+from solarforensics.metrics.nulls import aggregate_shuffle_null, reference_null_norm_gains, shuffle_nulls
 from solarforensics.metrics.matrices import cosine_matrix, diagonal_dominance
 from solarforensics.metrics.similarity import pair_stats
 from solarforensics.metrics.stats import summarize
@@ -58,7 +58,9 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
         raise BudgetError(f"the selection needs {planned:,} bytes of tensors, over the budget of {request.budget_bytes:,}")
     opened = time.perf_counter()
     tensors_a, tensors_b, fetch_s = _read_all(source_a, source_b, pairs, planned, progress)
-    rows = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]
+    compared = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]
+    rows = [row for row, _ in compared]
+    _add_shuffle_p(compared, request, device)
     if not any(r["comparable"] for r in rows):
         raise SelectionError(
             f"no selected pair has equal shapes ({rows[0]['tensor_a']} {rows[0]['shape_a']} vs {rows[0]['shape_b']})",
@@ -135,7 +137,7 @@ def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, de
     row["bytes_equal"] = row["sha256_a"] == row["sha256_b"] and ta.dtype == tb.dtype
     if ta.shape != tb.shape:
         if not request.truncate or ta.dim() != tb.dim():
-            return {**row, **_empty_metrics(), "comparable": False, "reason": f"shapes differ: {list(ta.shape)} vs {list(tb.shape)}"}
+            return {**row, **_empty_metrics(), "comparable": False, "reason": f"shapes differ: {list(ta.shape)} vs {list(tb.shape)}"}, None
         common = tuple(min(x, y) for x, y in zip(ta.shape, tb.shape))
         ta, tb = ta[tuple(slice(0, c) for c in common)], tb[tuple(slice(0, c) for c in common)]
         row.update(truncated=True, reason=f"compared the common leading block {list(common)}")
@@ -147,13 +149,24 @@ def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, de
         mean_a=stats.mean_a, std_a=stats.std_a, mean_b=stats.mean_b, std_b=stats.std_b,
     )  # fmt: skip
     row["rows_equal"] = shared_rows(row_hashes(ta), row_hashes(tb)) if ta.dim() == 2 else None
-    permutations = min(request.permutations, int(SHUFFLE_WORK // max(ta.numel(), 1)))
-    if request.permutations and permutations >= MIN_ROW_PERMUTATIONS and stats.pearson is not None:
-        null = shuffle_null(ta, tb, statistic="pearson", permutations=permutations, seed=request.seed, device=device)
-        row.update(p_shuffle=null.p_value, log10_p_shuffle=null.log10_p_value, permutations=permutations)
-    else:
+    return row, (ta, tb)
+
+
+def _add_shuffle_p(compared: list[tuple[dict, tuple | None]], request: CompareRequest, device) -> None:
+    """Each comparable pair's own shuffle null (one seeded permutation set per length serves all pairs)."""
+    eligible = []
+    for row, tensors in compared:
+        permutations = min(request.permutations, int(SHUFFLE_WORK // max(int(math.prod(row["shape_a"])), 1)))
         row.update(p_shuffle=None, log10_p_shuffle=None, permutations=0)
-    return row
+        if tensors and row["pearson"] is not None and request.permutations and permutations >= MIN_ROW_PERMUTATIONS:
+            eligible.append((row, tensors, permutations))
+    by_budget = defaultdict(list)
+    for row, tensors, permutations in eligible:
+        by_budget[permutations].append((row, tensors))
+    for permutations, members in by_budget.items():
+        nulls = shuffle_nulls([t for _, t in members], "pearson", permutations, request.seed, device)
+        for (row, _), null in zip(members, nulls):
+            row.update(p_shuffle=null.p_value, log10_p_shuffle=null.log10_p_value, permutations=permutations)
 
 
 def _empty_metrics() -> dict:
@@ -177,17 +190,19 @@ def _within_model(tensors_a, tensors_b, pairs, device, seed) -> dict:
     result = {"excluded_note": "layer 0 excluded: its input norm differs from every other layer's in most models"}
     for side, tensors, selections in (("a", tensors_a, [a for a, _ in pairs]), ("b", tensors_b, [b for _, b in pairs])):
         values_p, values_c = [], []
-        generator = torch.Generator().manual_seed(seed)
         for role, layered in _by_role(tensors, selections).items():
-            candidates = [(x, y) for i, x in enumerate(layered) for y in layered[i + 1 :] if x[0] > 0 and y[0] > 0]
-            if len(candidates) > BASELINE_PAIRS:
-                picks = torch.randperm(len(candidates), generator=generator)[:BASELINE_PAIRS].tolist()
-                candidates = [candidates[i] for i in sorted(picks)]
-            for (_, x), (_, y) in candidates:
-                if x.shape == y.shape:
-                    stats = pair_stats(x, y, device=device, spearman_max=0)
-                    values_p.append(stats.pearson)
-                    values_c.append(stats.cosine)
+            layered = [(layer, t) for layer, t in layered if layer > 0]
+            if len(layered) < 2 or len({t.shape for _, t in layered}) != 1:
+                continue
+            stacked = torch.stack([t.flatten() for _, t in layered])
+            upper = torch.triu_indices(len(layered), len(layered), offset=1)
+            for centered, values in ((True, values_p), (False, values_c)):
+                matrix = cosine_matrix(stacked, stacked, centered=centered, device=device)
+                picked = matrix[upper[0], upper[1]]
+                if picked.numel() > BASELINE_PAIRS:  # a seeded subset keeps big models' baselines cheap
+                    generator = torch.Generator().manual_seed(seed)
+                    picked = picked[torch.randperm(picked.numel(), generator=generator)[:BASELINE_PAIRS]]
+                values += [None if math.isnan(v) else v for v in picked.tolist()]
         pearson, cosine = summarize(values_p), summarize(values_c)
         result[side] = {
             "metric": "pearson", "mean": pearson["mean"], "std": pearson["std"], "n": pearson["n"],
@@ -226,14 +241,16 @@ def _reference_null(tensors_a, tensors_b, pairs, seed) -> dict | None:
     if not norm_pairs:
         return None
     step = max(1, len(norm_pairs) // 8)
-    draws = [reference_null_norm_gains(a, b, draws=1000, seed=seed + i) for i, (a, b) in enumerate(norm_pairs[::step])]
+    chosen = norm_pairs[::step][:8]
+    per_pair = max(125, 1000 // len(chosen))  # about 1000 draws in all, spread over up to 8 layers
+    draws = [reference_null_norm_gains(a, b, draws=per_pair, seed=seed + i) for i, (a, b) in enumerate(chosen)]
 
     def mean(metric: str, key: str) -> float | None:
         values = [getattr(d[metric], key) for d in draws if getattr(d[metric], key) is not None]
         return sum(values) / len(values) if values else None
 
     return {
-        "draws": 1000 * len(draws), "pairs": len(draws),
+        "draws": per_pair * len(draws), "pairs": len(draws),
         "cosine_mean": mean("cosine", "null_mean"), "cosine_std": mean("cosine", "null_std"),
         "pearson_mean": mean("pearson", "null_mean"), "pearson_std": mean("pearson", "null_std"),
     }  # fmt: skip

@@ -18,6 +18,7 @@ from solarforensics.analyses.tests import cka, corroborative, identity, matching
 from solarforensics.analyses.tests.layer_alignment import align_layers
 from solarforensics.analyses.tests.residual_alignment import Alignment
 from solarforensics.analyses.tests.weights import NORMS, ModelWeights, not_applicable, proportional_pairs
+from solarforensics.analyses.tokenizer import shared_token_map
 from solarforensics.analyses.verdict import decide, load_thresholds
 from solarforensics.errors import BudgetError, ForensicsError, SpecError
 from solarforensics.metrics.device import default_accumulation, describe_device, dtype_name, resolve_device
@@ -117,10 +118,6 @@ def _token_rows(a: ModelWeights, b: ModelWeights, request: ProvenanceRequest):
     """(ids_a, ids_b) of a seeded sample of tokens shared by string, or (None, why not)."""
     if not a.has("embed", None) or not b.has("embed", None):
         return None, "no input embedding in both models"
-    try:
-        from solarforensics.analyses.tokenizer import shared_token_map
-    except ImportError:
-        return None, "the tokenizer analysis (shared_token_map) is not available in this build"
     try:
         mapping = shared_token_map(a.source, b.source)
     except ForensicsError as err:

@@ -102,6 +102,9 @@ def _permuted_sums(groups, permutations: int, generator: torch.Generator, joint:
         total = torch.zeros(draws, dtype=torch.float64, device=device)
         for (za, zb), drawn in zip(groups, perms):
             index = torch.stack(drawn).to(device)  # [draws, 1 or P, n]
+            if joint:  # one permutation for all pairs: gather whole rows of the dimensions x pairs layout (fast)
+                total += (zb.T[index[:, 0]] * za.T).sum(dim=(1, 2))
+                continue
             gathered = torch.gather(zb.expand(draws, *zb.shape), 2, index.expand(draws, *zb.shape))
             total += (gathered * za).sum(dim=(1, 2))
         sums.append(total)
@@ -147,6 +150,49 @@ def aggregate_shuffle_null(
     generator = torch.Generator().manual_seed(seed)
     null = _permuted_sums(groups, permutations, generator, joint) / used
     return _summary(statistic, observed, null, permutations, seed, used)
+
+
+@torch.no_grad()
+def shuffle_nulls(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    statistic: str = "pearson",
+    permutations: int = 1000,
+    seed: int = 0,
+    device: DeviceLike = "cpu",
+) -> list[NullResult]:
+    """`shuffle_null` for many pairs at once: one seeded set of permutations per vector length serves every pair of
+    that length. Each pair's p-value is exactly as valid as alone (its permutations are uniform); the p-values are
+    correlated across pairs, so never combine them as if independent."""
+    if permutations < 1:
+        raise SpecError(f"permutations must be at least 1, got {permutations}")
+    dev = _device(device)
+    units = []
+    for a, b in pairs:
+        za, zb = (_unit(v, statistic) for v in _finite_pair(a, b, dev))
+        units.append(None if za is None or zb is None else (za, zb))
+    by_length: dict[int, list[int]] = {}
+    for index, unit in enumerate(units):
+        if unit is not None:
+            by_length.setdefault(unit[0].numel(), []).append(index)
+    nulls: dict[int, torch.Tensor] = {}
+    for n, members in by_length.items():
+        # dimensions x pairs, so that permuting the dimensions gathers whole contiguous rows; float32 is plenty for
+        # null draws of unit vectors (the observed value stays float64) and halves the memory traffic
+        za = torch.stack([units[i][0] for i in members], dim=1).float()
+        zb = torch.stack([units[i][1] for i in members], dim=1).float()
+        generator = torch.Generator().manual_seed(seed)
+        perms = torch.stack([torch.randperm(n, generator=generator) for _ in range(permutations)]).to(dev)
+        drawn = torch.empty((len(members), permutations), dtype=torch.float64, device=dev)
+        step = max(1, _BATCH_ELEMENTS // (n * len(members)))
+        for first in range(0, permutations, step):  # each gather serves every pair of this length
+            block = zb[perms[first : first + step]]  # [draws, n, pairs]
+            drawn[:, first : first + step] = (block * za).sum(dim=1).T.double()
+        nulls.update({i: drawn[row] for row, i in enumerate(members)})
+    return [
+        _summary(statistic, None, torch.empty(0), permutations, seed) if unit is None
+        else _summary(statistic, float(unit[0] @ unit[1]), nulls[i], permutations, seed)
+        for i, unit in enumerate(units)
+    ]
 
 
 def _row_cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

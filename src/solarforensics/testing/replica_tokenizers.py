@@ -70,7 +70,8 @@ def _extend(rng: np.random.Generator, parents: list[str], count: int, taken: set
 def _order(rng: np.random.Generator, tokens: list[str]) -> list[str]:
     """Shorter tokens first (they are merged earlier), ties in a seeded random order."""
     keys = rng.random(len(tokens))
-    return [t for _, _, t in sorted(zip((len(t) for t in tokens), keys, tokens))]
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    return [tokens[i] for i in np.lexsort((keys, lengths))]
 
 
 def _place(ordered: list[str], examples: dict[str, int], first_id: int) -> None:
@@ -193,7 +194,7 @@ def _byte_level_json(vocab: list[str], merges: list[tuple[str, str]], added: lis
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {token: i for i, token in enumerate(vocab)}, "merges": [list(m) for m in merges]},
+                  "vocab": {token: i for i, token in enumerate(vocab)}, "merges": merges},  # pairs as JSON arrays
     }
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

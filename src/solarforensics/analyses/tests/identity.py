@@ -47,7 +47,7 @@ def _window_pool(tensors: list[torch.Tensor]) -> list[str]:
         for start in range(0, len(raw) - WINDOW_BYTES + 1, WINDOW_BYTES):
             window = raw[start:start + WINDOW_BYTES]
             if (window.reshape(-1, t.element_size()) != window[:t.element_size()]).any():
-                pool.append(hashlib.sha256(window).hexdigest())
+                pool.append(hashlib.sha256(window).digest())
     return pool
 
 
