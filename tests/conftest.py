@@ -4,6 +4,7 @@ import os
 import tempfile
 
 # huggingface_hub reads these when it is imported (HUB-PROTOCOL.md pitfall 5), so they are set before any import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: idle OpenMP threads sleep instead of spinning
 os.environ.update(
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_HUB_DISABLE_PROGRESS_BARS="1",

@@ -138,8 +138,8 @@ def test_a_case_over_the_local_hub_marks_replicas(tiny_root, tmp_path, hub_serve
 def test_reproduce_checks_each_target(tiny_run):
     outcome = tiny_run[0]
     measured = read_document(outcome.out_dir / "tokenizer.json")["shared_tokens"]
-    targets = [{"id": "shared", "what": "shared strings", "step": "tokenizer", "select": "field", "path": "shared_tokens",
-                "value": measured, "tolerance": 0, "source": "test"},
+    targets = [{"id": "shared", "what": "shared strings", "step": "tokenizer", "select": "field",
+                "path": "shared_tokens", "value": measured, "tolerance": 0, "source": "test"},
                {"id": "vocab", "what": "vocab", "step": "tokenizer", "select": "field", "path": "vocab_size_a",
                 "value": 196_608, "tolerance": 0, "source": "test"},
                {"id": "gone", "what": "absent", "step": "nope", "select": "field", "path": "x", "value": 1,
@@ -162,7 +162,8 @@ def test_an_unreachable_model_is_named_and_results_are_kept(tiny_root, tmp_path,
     demo = tiny_root / "demo"
     path = tiny_case(tmp_path, {"a": str(demo / "solar-tiny"), "b": str(demo / "glm-tiny"),
                                 "unrelated": str(demo / "phi-tiny"), "derived": "hf:nobody/not-a-model"})
-    code, _, err = cli("case", str(path), "--out", str(tmp_path / "out"), "--no-report", "--endpoint", "http://127.0.0.1:9")
+    code, _, err = cli("case", str(path), "--out", str(tmp_path / "out"), "--no-report",
+                       "--endpoint", "http://127.0.0.1:9")
     last = err.strip().splitlines()[-1]  # progress lines come first, on stderr too
     assert code == 2 and last.startswith("solarforensics: error: case ")
     assert "incomplete" in last and "hf:nobody/not-a-model unavailable" in last and str(tmp_path / "out") in last

@@ -4,7 +4,6 @@ independent initialisations; what it reads, what it refuses, and pairs where not
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,7 @@ from solarforensics.metrics.stats import fisher_combine
 from solarforensics.results.document import schema, validate_document
 from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
 
-sys.path.insert(0, str(Path(__file__).parent))
-from provenance_models import duplicate_layers, new_vocabulary, rescale_gains, unrelated_layout  # noqa: E402
+from provenance_models import duplicate_layers, new_vocabulary, rescale_gains, unrelated_layout
 
 SIZE = {"hidden_size": 128, "num_layers": 6}
 MOE_SIZE = {"hidden_size": 128}

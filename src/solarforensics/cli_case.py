@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from solarforensics.cli_app import app, err, out, print_json
@@ -20,8 +21,8 @@ def case(
     name: Annotated[str, typer.Argument(help="A case (configs/cases/NAME.toml), or `list` to show them.")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for every results file and the reports "
                                                                "(default results/NAME/).", show_default=False)] = None,
-    controls: Annotated[str | None, typer.Option("--controls", help="Replace the case's controls, in order "
-                                                                    "(e.g. phi,intellect3).", show_default=False)] = None,
+    controls: Annotated[str | None, typer.Option(
+        "--controls", help="Replace the case's controls, in order (e.g. phi,intellect3).", show_default=False)] = None,
     budget_bytes: BudgetBytes = None,
     quick: Annotated[bool, typer.Option("--quick", help="The demo's profile: steps read fewer layers and run fewer "
                                                         "tests (each step's `quick` table in the case file).")] = False,
@@ -32,7 +33,7 @@ def case(
     endpoint: Endpoint = None,
     no_cache: NoCache = False,
 ) -> None:
-    """Run a dispute end to end: arch, tokenizer, licence, compare with nulls and controls, provenance; judge its claims."""
+    """Run a dispute end to end: arch, tokenizer, licence, compares with nulls and controls, provenance, claims."""
     from solarforensics.analyses.case import CaseRequest, list_cases, run_case
     from solarforensics.cli_app import options
 
@@ -75,8 +76,8 @@ def print_cases(cases) -> None:
     for column in ("name", "models", "controls", "steps", "question"):
         table.add_column(column)
     for c in cases:
-        table.add_row(c.name, ", ".join(c.models.values()), ", ".join(c.controls.values()), str(len(c.steps)),
-                      c.question)
+        table.add_row(c.name, escape(", ".join(c.models.values())), escape(", ".join(c.controls.values())),
+                      str(len(c.steps)), escape(c.question))
     out.print(table)
 
 
@@ -91,7 +92,7 @@ def print_case_summary(doc: dict) -> None:
     for s in doc["steps"]:
         status = s["status"] if s["status"] == "ok" else f"[red]{s['status']}[/]"
         seconds = f"{s['seconds']:.1f}" if s.get("seconds") is not None else "-"
-        steps.add_row(s["id"], status, f"{s['bytes_transferred']:,}", seconds, s["command"])
+        steps.add_row(s["id"], status, f"{s['bytes_transferred']:,}", seconds, escape(s["command"]))
     out.print(steps)
     claims = Table(title="claims (reference/claims.toml)", show_lines=True)
     for column, ratio in (("claim", 5), ("status", 2), ("measured", 5)):
@@ -99,10 +100,10 @@ def print_case_summary(doc: dict) -> None:
     for c in doc["claims"]:
         style = STATUS_STYLE.get(c["status"], "")
         measured = c["measured"] or c.get("why") or "-"
-        claims.add_row(f"[bold]{c['id']}[/]\n{c['claim']}", f"[{style}]{c['status']}[/]", measured)
+        claims.add_row(f"[bold]{c['id']}[/]\n{escape(c['claim'])}", f"[{style}]{c['status']}[/]", escape(measured))
     out.print(claims)
     for line in doc["summary"]["statements"]:
-        out.print(f"- {line}", highlight=False, soft_wrap=True)
+        out.print(f"- {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_reproduction(report: dict) -> None:
@@ -116,8 +117,8 @@ def print_reproduction(report: dict) -> None:
     for c in report["checks"]:
         difference = f"{c['difference']:+.2e}" if c["difference"] is not None else "-"
         style = STATUS_STYLE[c["status"]]
-        table.add_row(c["target"], c["at"], _short(c["expected"]), _short(c["measured"]), difference,
-                      f"[{style}]{c['status']}[/]")
+        table.add_row(escape(c["target"]), escape(c["at"]), escape(_short(c["expected"])),
+                      escape(_short(c["measured"])), difference, f"[{style}]{c['status']}[/]")
     out.print(table)
     counts = report["counts"]
     out.print(f"{counts['pass']} pass, {counts['fail']} fail, {counts['missing']} missing", highlight=False)

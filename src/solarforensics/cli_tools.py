@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from solarforensics.cli_app import app, bench_app, hub_app, out
+from solarforensics.cli_app import app, bench_app, err, hub_app, out
 from solarforensics.cli_options import Device, MaxGap, Workers
 from solarforensics.errors import ForensicsError
 
@@ -68,7 +68,9 @@ def demo(
     latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated Hub latency.")] = 30,
 ) -> None:
     """The embedded demo, no network: a local Hub serving full-scale virtual replicas, and the Solar vs GLM case over HTTP."""
-    from solarforensics.analyses.demo import run_demo
+    from solarforensics.analyses.demo import run_demo_case
+    from solarforensics.cli_case import print_case_summary
 
-    report = run_demo(out_dir, latency_ms=latency_ms)
-    out.print(f"HTML report: {report}")
+    outcome = run_demo_case(out_dir, latency_ms=latency_ms, say=lambda text: err.print(text, highlight=False, markup=False))
+    print_case_summary(outcome.doc)
+    out.print(f"report: {outcome.report_html}")

@@ -125,7 +125,8 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     sources, unavailable = _open_all(roles, options)
     replica = any(MARKER_FILE in source.list_files() for source in sources.values())
     if replica:
-        say("SYNTHETIC REPLICAS: the endpoint serves generated stand-ins; nothing here is a finding about the real models")
+        say("SYNTHETIC REPLICAS: the endpoint serves generated stand-ins; nothing here is a finding about the real "
+            "models")
     sizes = {role: small_file_sizes(source, options) for role, source in sources.items()}
     checkpoints = {role: weight_file_bytes(source) for role, source in sources.items()}
     plan = _plan(case, sources, unavailable, options.use_cache)
@@ -272,7 +273,8 @@ def _case_document(case: Case, roles, request, steps, claims, docs, sources, spe
         models=roles, profile="quick" if request.quick else "full", steps=steps, claims=claims, claim_counts=counts,
         verdict=verdict,
         verdict_statements=(provenance.get("summary") or {}).get("statements") or [],
-        bytes_transferred=spent, checkpoint_bytes=sum(checkpoints[r] for r in {roles[r]: r for r in checkpoints}.values()),
+        bytes_transferred=spent,
+        checkpoint_bytes=sum(checkpoints[r] for r in {roles[r]: r for r in checkpoints}.values()),
         checkpoint_bytes_pair=pair,
         fraction_of_pair=spent / pair if pair else None, budget_bytes=request.budget_bytes,
         sources=[s.provenance.as_dict() for s in sources.values()],

@@ -62,7 +62,8 @@ def judge(claim: dict, run: Run) -> dict:
     where = claim.get("where", {})
     record = {
         "id": claim["id"], "claim": claim["claim"],
-        "source": f"{claim.get('who', '?')}: {where.get('repo', '?')}, {where.get('file', '?')} ({where.get('date', '?')})",
+        "source": f"{claim.get('who', '?')}: {where.get('repo', '?')}, {where.get('file', '?')} "
+                  f"({where.get('date', '?')})",
         "test": f"{claim.get('step')}: {claim.get('meaning') or claim.get('why', '')}",
         "published": claim.get("published"), "ledger": claim.get("ledger", []),
     }  # fmt: skip
@@ -154,10 +155,10 @@ def raw_cosine_excess_over_unrelated(run: Run) -> Measured:
     for name, doc in (("sg", sg), *controls.items()):
         means[name] = _mean([r["cosine"] for r in rows(doc) if (r["role"], r["layer_a"]) in common], name)
     excess = means["sg"] - max(means["a"], means["b"])
+    a, b, u = run.roles["a"], run.roles["b"], run.roles["unrelated"]
     return Measured(excess, f"mean raw cosine over the {len(common)} norm tensors all three models have: "
-                            f"{run.roles['a']}-{run.roles['b']} {means['sg']:.4f}, {run.roles['a']}-{run.roles['unrelated']} "
-                            f"{means['a']:.4f}, {run.roles['b']}-{run.roles['unrelated']} {means['b']:.4f} "
-                            f"(excess {excess:+.4f}); centered cosine {run.roles['a']}-{run.roles['b']} {pearson:+.4f}")
+                            f"{a}-{b} {means['sg']:.4f}, {a}-{u} {means['a']:.4f}, {b}-{u} {means['b']:.4f} "
+                            f"(excess {excess:+.4f}); centered cosine {a}-{b} {pearson:+.4f}")
 
 
 def sg_aggregate_shuffle_log10p(run: Run) -> Measured:
@@ -179,8 +180,9 @@ def reference_null_raw_cosine(run: Run) -> Measured:
 
 
 def raw_cosine_minus_reference_null(run: Run) -> Measured:
-    """Mean |raw cosine - what moments alone give|: cos = (mu_a mu_b + rho s_a s_b) / sqrt((mu_a^2 + s_a^2)(mu_b^2 + s_b^2))
-    with rho = 0 is the raw cosine of two unrelated vectors with these means and spreads."""
+    """Mean |raw cosine - what moments alone give|: with rho = 0,
+    cos = (mu_a mu_b + rho s_a s_b) / sqrt((mu_a^2 + s_a^2)(mu_b^2 + s_b^2)) is the raw cosine of two unrelated
+    vectors with these means and spreads."""
     gaps, raws, nulls = [], [], []
     for r in rows(run.doc("layernorm")):
         moments = [r.get(k) for k in ("mean_a", "std_a", "mean_b", "std_b")]
@@ -242,8 +244,9 @@ def sg_centered_mean(run: Run) -> Measured:
     doc = run.doc("layernorm")
     value = group_summary(doc, "layernorm", "pearson_mean")
     std = group_summary(doc, "layernorm", "pearson_std")
+    raw = group_summary(doc, "layernorm", "cosine_mean")
     return Measured(value, f"centered cosine over {group_summary(doc, 'layernorm', 'comparable')} norm tensors: "
-                           f"mean {value:+.4f} (sd {std:.4f}); raw {group_summary(doc, 'layernorm', 'cosine_mean'):.4f}")
+                           f"mean {value:+.4f} (sd {std:.4f}); raw {raw:.4f}")
 
 
 def derived_centered_mean(run: Run) -> Measured:
@@ -277,7 +280,8 @@ def kv_router_abs_cosine(run: Run) -> Measured:
 def provenance_verdict(run: Run) -> Measured:
     doc = run.doc("provenance")
     statements = (doc.get("summary") or {}).get("statements") or []
-    return Measured(doc.get("verdict"), f"verdict {doc.get('verdict')}; decisive: {', '.join(doc.get('decisive') or []) or 'none'}"
+    decisive = ", ".join(doc.get("decisive") or []) or "none"
+    return Measured(doc.get("verdict"), f"verdict {doc.get('verdict')}; decisive: {decisive}"
                                         + (f"; {statements[0]}" if statements else ""))
 
 
@@ -288,8 +292,9 @@ def residual_alignment_found(run: Run) -> Measured:
     if embedding is None or embedding.get("effect") is None:
         raise NotMeasured("no string-matched embedding alignment ran")
     effect = embedding["effect"]
-    return Measured(effect >= 5.0, f"embedding rows matched by token string: alignment quality {embedding.get('quality')}, "
-                                   f"{effect:.1f} null sds above the shuffled-token null (aligned if >= 5)")
+    return Measured(effect >= 5.0, f"embedding rows matched by token string: alignment quality "
+                                   f"{embedding.get('quality')}, {effect:.1f} null sds above the shuffled-token null "
+                                   f"(aligned if >= 5)")
 
 
 def tokenizer_shared_fraction_a(run: Run) -> Measured:
@@ -309,8 +314,9 @@ def tokenizer_same_id_fraction(run: Run) -> Measured:
 
 def same_family_overlap(run: Run) -> Measured:
     doc = run.doc("tokenizer-derived-control")
-    return Measured(doc["overlap_vs_smaller"], f"{run.roles['b']} vs {run.roles['derived']}: "
-                                               f"{100 * doc['overlap_vs_smaller']:.1f}% of the smaller vocabulary shared")
+    share = doc["overlap_vs_smaller"]
+    return Measured(share, f"{run.roles['b']} vs {run.roles['derived']}: {100 * share:.1f}% of the smaller "
+                           f"vocabulary shared")
 
 
 def norm_parameter_share_percent(run: Run) -> Measured:

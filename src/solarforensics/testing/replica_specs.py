@@ -194,7 +194,8 @@ def _layout(name: str, members: list[TensorSpec]) -> ShardLayout:
     entries, offset = ['"__metadata__":{"format":"pt"}'], 0
     for t in ordered:
         shape = ",".join(str(d) for d in t.shape)
-        entries.append(f'"{t.name}":{{"dtype":"{t.dtype}","shape":[{shape}],"data_offsets":[{offset},{offset + t.nbytes}]}}')
+        span = f"[{offset},{offset + t.nbytes}]"
+        entries.append(f'"{t.name}":{{"dtype":"{t.dtype}","shape":[{shape}],"data_offsets":{span}}}')
         offset += t.nbytes
     text = "{" + ",".join(entries) + "}"
     text += " " * (-len(text) % 8)
