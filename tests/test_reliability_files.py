@@ -78,6 +78,14 @@ def numbers(path: Path) -> dict:
     return {key: doc[key] for key in NUMBERS}
 
 
+def differences(got: dict, expected: dict) -> list:
+    """(where, got, expected) for every row field, baseline or matrix that differs."""
+    found = [(f"rows[{i}].{key}", a.get(key), b.get(key)) for i, (a, b) in enumerate(zip(got["rows"], expected["rows"]))
+             for key in a.keys() | b.keys() if a.get(key) != b.get(key)]
+    found += [(key, got[key], expected[key]) for key in NUMBERS if key != "rows" and got[key] != expected[key]]
+    return found + ([("rows", len(got["rows"]), len(expected["rows"]))] if len(got["rows"]) != len(expected["rows"]) else [])
+
+
 def entry_problems(cache: Path) -> list[str]:
     """Cache entries (at their final names) that are not whole: every range has its SHA-256, every header its own."""
     problems = []
@@ -163,7 +171,8 @@ def test_sigkill_and_sigint_of_the_console_script_at_random_points(hub_server, h
         left = temp_files(out.parent, cache)
         assert kind == signal.SIGKILL or left == []  # only a SIGKILL can leave a hidden temp file, never a final one
         done = subprocess.run([*console_script(), *COMPARE, "--out", out], env=env, capture_output=True)
-        assert done.returncode == 0 and numbers(out) == clean
+        assert done.returncode == 0, done.stderr
+        assert differences(numbers(out), clean) == [], (kind.name, delay)
         outcomes.append(f"{kind.name} at {delay:.2f}s: exit {process.returncode}, {len(left)} temp files")
     with capsys.disabled():
         print(f"\n[reliability] kill points (run of {duration:.2f} s): " + "; ".join(outcomes))
