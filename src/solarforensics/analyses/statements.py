@@ -56,7 +56,9 @@ def _conclusion(summary: dict, shuffle: dict) -> str:
         return "Conclusion: byte-identical tensors are shared — a copy, not a coincidence."
     if p is None:
         return "Conclusion: no shuffle null could be computed for these tensors; read the per-layer table with care."
-    if p <= 0.001:
+    # Significant at 0.001, or at the smallest p the permutations can give when they are fewer than 999
+    floor = 1.0 / (1 + (shuffle.get("permutations") or 999))
+    if p <= max(0.001, floor * 1.000001):
         return (
             "Conclusion: centered similarity is far above the shuffle null — consistent with a shared initialisation "
             "(norm gains are weak evidence on their own; run `provenance` for disguise-robust tests)."

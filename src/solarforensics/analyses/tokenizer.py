@@ -28,12 +28,28 @@ MAP_FORMAT = "solarforensics/token-map-v1"
 def read_vocabulary(source: TensorSource) -> Vocabulary:
     """The source's tokenizer.json, parsed; NotFoundError naming the files that are there when it has none."""
     data = source.read_json(TOKENIZER_FILE)
+    if data is None and hasattr(source, "gguf_vocab"):
+        return parse_tokenizer(_from_gguf(source.gguf_vocab()), f"{source.name} (GGUF tokenizer metadata)")
     if data is None:
         files = source.list_files()
         only = " (it has tokenizer.model, a SentencePiece file this tool does not read)" if "tokenizer.model" in files else ""
         shown = ", ".join(files[:12]) + (f", … ({len(files)} files)" if len(files) > 12 else "")
         raise NotFoundError(f"{source.name} has no {TOKENIZER_FILE}{only}", hint=f"files there: {shown or 'none'}")
     return parse_tokenizer(data, f"{source.name}/{TOKENIZER_FILE}")
+
+
+def _from_gguf(vocab) -> dict:
+    """The tokenizer.json a GGUF vocabulary corresponds to: 'gpt2' is byte-level BPE, 'llama' SentencePiece."""
+    if vocab.model == "gpt2":
+        return {
+            "model": {"type": "BPE", "vocab": {t: i for i, t in enumerate(vocab.tokens)}, "merges": list(vocab.merges)},
+            "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"},
+        }  # fmt: skip
+    scores = vocab.scores or [0.0] * len(vocab.tokens)
+    return {
+        "model": {"type": "Unigram", "vocab": [[t, float(s)] for t, s in zip(vocab.tokens, scores)]},
+        "pre_tokenizer": {"type": "Metaspace"}, "decoder": {"type": "Metaspace"},
+    }  # fmt: skip
 
 
 def shared_pairs(a: Vocabulary, b: Vocabulary) -> list[tuple[bytes, int, int]]:

@@ -6,12 +6,14 @@ from typing import Any
 
 from solarforensics.render import plots
 from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Report, Table
+from solarforensics.render.case_view import case_blocks
 from solarforensics.render.compare_view import compare_blocks, layer_matrix_blocks
 from solarforensics.render.evidence_views import arch_blocks, license_blocks, tokenizer_blocks
 from solarforensics.render.formatting import (
     MISSING, fmt_bytes, fmt_count, fmt_int, fmt_num, fmt_seconds, fmt_value,
 )
 from solarforensics.render.provenance_view import provenance_blocks
+from solarforensics.render.validation_view import validation_blocks
 
 COMMON_KEYS = {
     "schema_version", "kind", "tool", "created_at", "command", "sources", "device", "accumulation_dtype",
@@ -28,7 +30,7 @@ def build_report(doc: Any, index: int = 1) -> Report:
     kind = str(doc.get("kind", "unknown"))
     kind_builders = {"compare": compare_blocks, "matrix": matrix_blocks, "inspect": inspect_blocks,
                      "provenance": provenance_blocks, "arch": arch_blocks, "tokenizer": tokenizer_blocks,
-                     "license": license_blocks}
+                     "license": license_blocks, "case": case_blocks}
     builder = kind_builders.get(kind, generic_blocks)
     try:
         body = builder(doc)
@@ -41,6 +43,9 @@ def build_report(doc: Any, index: int = 1) -> Report:
 
 def document_title(doc: dict) -> str:
     kind = str(doc.get("kind", "results"))
+    case = doc.get("case")
+    if kind == "case" and isinstance(case, dict) and case.get("name"):
+        return f"case {case['name']}: {case.get('title') or case.get('question')}"
     models = doc.get("models")
     if isinstance(models, dict) and models.get("a") is not None:
         title = f"{kind}: {models.get('a')} vs {models.get('b')}"

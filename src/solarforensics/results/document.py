@@ -35,6 +35,7 @@ KIND_KEYS = {
     "tokenizer": {"models": dict, "vocab_size_a": int, "vocab_size_b": int, "shared_tokens": int, "same_id": int,
                   "jaccard": (int, float, type(None))},
     "license": {"verbatim": bool, "added": list, "modified": list, "removed": list, "declared": dict, "sections": list},
+    "case": {"claims": list, "verdict": str, "bytes_transferred": int, "checkpoint_bytes": int},
 }
 COMPARE_ROW_KEYS = (
     "group", "layer_a", "layer_b", "tensor_a", "tensor_b", "shape_a", "shape_b", "comparable", "truncated", "reason",
@@ -182,13 +183,11 @@ def write_bytes_atomic(data: bytes, path: Path) -> Path:
     Paths inside a cache are refused (check_output_path)."""
     path = check_output_path(Path(path))
     tmp_name = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+    # One try from the temp file's creation on: a Ctrl-C landing just after os.open must not leave it behind.
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # os.open with 0o666 honours the umask (mkstemp would make the result private, 0600).
         fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -9,7 +9,7 @@ replaces a whole file, and a reader checks length and digest before trusting wha
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 _DIGEST = 32
@@ -35,15 +35,16 @@ def atomic_write_bytes(path: Path, *chunks: bytes) -> None:
 
     No fsync: a killed process cannot tear a renamed file, and what a power cut could tear, the entry's own SHA-256
     rejects on the next read (one re-fetch), so syncing every small range would cost time and buy nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temp name is known before the file exists, so a Ctrl-C landing anywhere after its creation removes it.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

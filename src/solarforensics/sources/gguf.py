@@ -6,22 +6,17 @@ same model's safetensors. The config is synthetic, built from the GGUF metadata,
 """
 
 import os
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, get_token
-from huggingface_hub.utils import build_hf_headers
 
-from solarforensics import __version__
-from solarforensics.errors import FormatError, NotFoundError, SpecError, TransferError
+from solarforensics.errors import FormatError, NotFoundError
 from solarforensics.sources.base import FileRecord, Provenance, TensorSource
-from solarforensics.sources.cache import RangeCache
 from solarforensics.sources.gguf_format import GGUFHeader, parse_gguf
 from solarforensics.sources.gguf_quants import SUPPORTED, dequantize
-from solarforensics.sources.hub import _REPO_ID, DEFAULT_ENDPOINT, HubSource, hub_errors
+from solarforensics.sources.hub import HubSource
 
 # llama.cpp's converter interleaves the two RoPE halves of each head's Q/K rows for these architectures only.
 ROPE_PERMUTED_ARCHS = frozenset({"llama"})
@@ -203,36 +198,15 @@ class GGUFSource(_GGUFTensors, TensorSource):
 class HubGGUFSource(_GGUFTensors, HubSource):
     """One .gguf file of a Hub repo, pinned to a commit; the header and tensors come by HubSource's checked ranges."""
 
-    def __init__(self, repo: str, file: str, revision: str | None = None, *, spec: str | None = None,
-                 endpoint: str | None = None, token: str | None = None, cache: RangeCache | None = None,
-                 max_gap: int | None = None, workers: int | None = None):
-        # The same connection set-up as HubSource.__init__, minus its safetensors discovery (see the lead's notes).
-        if not _REPO_ID.match(repo):
-            raise SpecError(f"{repo!r} is not a Hub repo id (expected owner/name)")
-        self.repo, self.gguf_file = repo, file
-        self.name, self.spec = f"{repo}/{file}", spec or f"{repo}/{file}"
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        token = token if token is not None else get_token()
-        self._headers = build_hf_headers(token=token or False, library_name="solarforensics", library_version=__version__)
-        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics")
-        self.max_gap = max_gap if max_gap is not None else self.max_gap
-        self.workers = workers if workers is not None else self.workers
-        self.cache = cache
-        self._etags, self._etag_lock = {}, threading.Lock()
-        with hub_errors(repo, revision, self.endpoint):
-            info = self._api.model_info(repo, revision=revision, files_metadata=True)
-        if not info.sha:
-            raise TransferError(f"{self.endpoint} gave no commit sha for {repo}; cannot pin the revision")
-        self.commit = info.sha
-        self.card_data = dict(info.card_data or {}) if getattr(info, "card_data", None) else {}
-        self.provenance = Provenance(spec=self.spec, kind="hub", repo=repo, endpoint=self.endpoint,
-                                     requested_revision=revision or "main", resolved_commit=self.commit)
-        self.provenance.count(requests=1)
-        self.cache_namespace = (self.endpoint, repo, self.commit)
-        self._sizes = {s.rfilename: s.size for s in info.siblings or []}
-        if file not in self._sizes:
+    def __init__(self, repo: str, file: str, revision: str | None = None, *, spec: str | None = None, **options):
+        self.gguf_file = file
+        super().__init__(repo, revision, spec=spec or f"{repo}/{file}", **options)
+        self.name = f"{repo}/{file}"
+
+    def _open_weights(self) -> None:
+        if self.gguf_file not in self._sizes:
             shown = ", ".join(f for f in sorted(self._sizes) if f.endswith(".gguf"))[:400] or "none"
-            raise NotFoundError(f"{repo} has no file {file!r} (its .gguf files: {shown})")
+            raise NotFoundError(f"{self.repo} has no file {self.gguf_file!r} (its .gguf files: {shown})")
         self._read_gguf_header()
 
     def _read_gguf_header(self) -> None:

@@ -116,11 +116,15 @@ class HubSource(TensorSource):
         self.provenance.count(requests=1)
         self.cache_namespace = (self.endpoint, repo, self.commit)
         self._sizes = {s.rfilename: s.size for s in info.siblings or []}
+        self._open_weights()
+
+    def _open_weights(self) -> None:
+        """Find the weight files, read and check their headers; set `tensors` and `config`."""
         with ThreadPoolExecutor(max_workers=1) as side:  # config.json travels while the headers are read
             config = side.submit(self.read_json, "config.json")
-            shards, weight_map = weight_files(list(self._sizes), self.read_json, repo)
-            self.tensors = merge_headers(self._read_headers(shards, weight_map), repo)
-            check_index(weight_map, self.tensors, repo)
+            shards, weight_map = weight_files(list(self._sizes), self.read_json, self.repo)
+            self.tensors = merge_headers(self._read_headers(shards, weight_map), self.repo)
+            check_index(weight_map, self.tensors, self.repo)
             self.config = config.result()
 
     def list_files(self) -> list[str]:

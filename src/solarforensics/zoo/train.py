@@ -157,7 +157,7 @@ def train(model: TinyLlama, ids: torch.Tensor, sched: Schedule, device: str = "c
         loss.backward()
         opt.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def load_model(folder: Path, device: str = "cpu") -> TinyLlama:
