@@ -142,7 +142,7 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     for step in case.steps:
         record = {"id": step["id"], "kind": step["kind"], "command": describe(step, roles), "why": step.get("why"),
                   "planned_bytes": plan.get(step["id"]), "status": "ok", "reason": None, "file": None,
-                  "bytes_transferred": 0, "seconds": None}
+                  "bytes_transferred": 0, "seconds": None, "report": step.get("report", True)}
         steps.append(record)
         missing = [r for r in step_roles(step) if r in unavailable]
         left = None if request.budget_bytes is None else request.budget_bytes - tensor_bytes

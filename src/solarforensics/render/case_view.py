@@ -7,7 +7,7 @@ from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Table
 from solarforensics.render.formatting import MISSING, fmt_bytes, fmt_seconds
 from solarforensics.render.provenance_view import VERDICT_WORDS
 
-# Table cells carry no colour in every format, so each status leads with a symbol the default fonts all have.
+# Table cells carry no colour in any format, so each status leads with a symbol that common fonts all have.
 CLAIM_MARKS = {"stands": "✔", "does-not-stand": "✘", "untestable": "○"}
 CLAIM_WORDS = {"stands": "stand", "does-not-stand": "do not stand", "untestable": "cannot be checked here"}
 STEP_MARKS = {"ok": "✔"}  # every other step status (failed, not-run, over-budget) is a failure mark
@@ -37,8 +37,8 @@ def verdict_banner(doc: dict, claims: list[dict]) -> Banner:
         "NOT RUN — the provenance step did not run (see the steps)" if verdict == "not-run" else verdict.upper())
     title = f"Case {case.get('name') or MISSING} — verdict: {words}"
     lines = [f"Question: {case.get('question') or MISSING}", claim_tally(doc, claims)]
-    lines.append(f"Read {fmt_bytes(doc.get('bytes_transferred'))} — {_percent(doc.get('fraction_of_pair'))} of the two "
-                 f"checkpoints, which hold {fmt_bytes(doc.get('checkpoint_bytes_pair'))}.")
+    lines.append(f"Read {fmt_bytes(doc.get('bytes_transferred'))} — {_percent(doc.get('fraction_of_pair'))} of the "
+                 f"two checkpoints, which hold {fmt_bytes(doc.get('checkpoint_bytes_pair'))}.")
     if doc.get("profile") == "quick":
         lines.append("Quick profile: some steps read fewer layers or run fewer tests (see each step's command).")
     return Banner(verdict if verdict in VERDICT_WORDS else "warning", title, lines)
@@ -55,25 +55,31 @@ def claim_tally(doc: dict, claims: list[dict]) -> str:
 
 def claims_table(claims: list[dict], sections: dict[str, int]) -> Table:
     """One row per claim, nothing shortened: the claim and who made it where, the test, the published number beside
-    ours. Line breaks inside cells show in the terminal; HTML and Markdown read them as spaces, hence the dashes."""
+    ours. Line breaks inside cells show in the terminal; HTML and Markdown read them as spaces, hence the : and —."""
     rows = []
     for claim in claims:
         status = str(claim.get("status"))
         source = str(claim.get("source") or MISSING)
         if claim.get("ledger"):
             source += f"; ledger {', '.join(str(entry) for entry in claim['ledger'])}"
-        rows.append([f"{CLAIM_MARKS.get(status, '?')} {status}", f"{claim.get('id')} — {claim.get('claim')}\n— {source}",
+        text = f"{claim.get('id')}:\n{claim.get('claim')}\n— {source}"
+        rows.append([f"{CLAIM_MARKS.get(status, '?')} {status}", text,
                      _with_section(str(claim.get("test") or MISSING), sections), _numbers(claim)])
-    marks = ", ".join(f"{mark} {status}" for status, mark in CLAIM_MARKS.items())
-    return Table(f"Claims ledger ({len(claims)} claims)", ["status", "claim — who, where", "test", "published / measured"],
-                 rows, note=f"{marks}; § = the section of this report that holds the step's document")
+    note = ", ".join(f"{mark} {status}" for status, mark in CLAIM_MARKS.items())
+    if sections:
+        note += "; (§N) = the section of this report that shows the step's document"
+    columns = ["status", "claim — who, where", "test", "published / measured"]
+    return Table(f"Claims ledger ({len(claims)} claims)", columns, rows, note=note)
 
 
 def _numbers(claim: dict) -> str:
+    """The published number beside ours; the reason nothing was measured unless the test column already says it."""
     measured = str(claim["measured"]) if claim.get("measured") else "nothing"
+    why = str(claim.get("why") or "").removeprefix("not measured: ")
+    if why and not str(claim.get("test") or "").endswith(why):
+        measured += f" — {why}"
     lines = [f"published: {claim['published']};"] if claim.get("published") else []
-    lines.append(f"measured: {measured}" + (f" — {claim['why']}" if claim.get("why") else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + [f"measured: {measured}"])
 
 
 def _with_section(test: str, sections: dict[str, int]) -> str:
@@ -130,7 +136,7 @@ def bytes_facts(doc: dict, steps: list[dict]) -> Facts:
               ("share of the two", _percent(doc.get("fraction_of_pair"))),
               ("every checkpoint, with the controls", fmt_bytes(every)),
               ("share of every checkpoint", _percent(_ratio(total, every))),
-              ("budget", fmt_bytes(doc["budget_bytes"]) if doc.get("budget_bytes") is not None else "none")]
+              ("--budget-bytes", fmt_bytes(doc["budget_bytes"]) if doc.get("budget_bytes") is not None else "none")]
     return Facts("Bytes read", items)
 
 
