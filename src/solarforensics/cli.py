@@ -9,7 +9,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Importing a command module registers its commands on the app.
-from solarforensics import cli_core, cli_catalog, cli_evidence, cli_provenance, cli_tools, cli_case  # noqa: F401, I001 (order = order in --help)
+from solarforensics import cli_core, cli_catalog, cli_evidence, cli_provenance, cli_tools, cli_case, cli_zoo  # noqa: F401, I001 (order = order in --help)
 from solarforensics.cli_app import app, err
 from solarforensics.errors import ForensicsError
 

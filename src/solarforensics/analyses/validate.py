@@ -20,7 +20,7 @@ from solarforensics.zoo.build import read_manifest
 
 # The grid the derived thresholds are fitted on; the independent ones follow so that they never exceed them.
 GRID = {"log10_p": (-2.0, -3.0, -4.0, -6.0, -8.0, -10.0, -15.0, -20.0), "cka_effect": (3.0, 5.0, 8.0, 12.0, 20.0),
-        "cka_path": (0.1, 0.2, 0.3, 0.5)}
+        "cka_path": (0.1, 0.2, 0.3, 0.5), "independent_cka_effect": (3.0, 5.0, 8.0)}
 Progress = Callable[[str, int, int], None]
 
 
@@ -163,19 +163,19 @@ def _redecide(run: tuple, thresholds: dict) -> dict:
 
 
 def fit_thresholds(train: list[tuple], provisional: dict) -> dict | None:
-    """The grid point of derived thresholds with the best train accuracy minus twice its FPR (ties: strictest)."""
+    """The grid point of thresholds with the best train accuracy minus twice its FPR (ties: strictest)."""
     if not any(r[0]["label"] == "derived" for r in train) or not any(r[0]["label"] == "independent" for r in train):
         return None
     best = None
-    for log10_p, effect, path in itertools.product(*GRID.values()):
+    for log10_p, effect, path, ind_effect in itertools.product(*GRID.values()):
         values = copy.deepcopy(provisional)
         values["derived"].update(log10_p=log10_p, cka_effect=effect, cka_path=path)
         ind = values["independent"]
-        ind.update(log10_p=max(ind["log10_p"], log10_p), cka_effect=min(ind["cka_effect"], effect),
+        ind.update(log10_p=max(ind["log10_p"], log10_p), cka_effect=min(ind_effect, effect),
                    cka_path=min(ind["cka_path"], path))
         values.update(status="fitted", source="solarforensics validate: grid fit on the zoo's training split")
         got = rates([_redecide(r, values) for r in train])
-        key = (got["accuracy"] - 2 * got["false_positive_rate"], -log10_p, effect, path)
+        key = (got["accuracy"] - 2 * got["false_positive_rate"], -log10_p, effect, path, -ind_effect)
         if best is None or key > best[0]:
             best = (key, values, got)
     _, values, got = best

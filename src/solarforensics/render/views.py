@@ -30,7 +30,7 @@ def build_report(doc: Any, index: int = 1) -> Report:
     kind = str(doc.get("kind", "unknown"))
     kind_builders = {"compare": compare_blocks, "matrix": matrix_blocks, "inspect": inspect_blocks,
                      "provenance": provenance_blocks, "arch": arch_blocks, "tokenizer": tokenizer_blocks,
-                     "license": license_blocks, "case": case_blocks}
+                     "license": license_blocks, "case": case_blocks, "validation": validation_blocks}
     builder = kind_builders.get(kind, generic_blocks)
     try:
         body = builder(doc)
