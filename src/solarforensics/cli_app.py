@@ -47,14 +47,23 @@ def print_json(doc: dict) -> None:
     sys.stdout.write(dumps_document(doc))
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"solarforensics {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_show_version)
+    ] = False,
 ) -> None:
-    if version:
-        out.print(f"solarforensics {__version__}")
-        raise typer.Exit()
+    from huggingface_hub.utils import logging as hf_logging
+
+    if not debug and hf_logging.get_verbosity() == hf_logging.WARNING:  # its default: retry chatter buries our one line
+        hf_logging.set_verbosity_error()
 
 
 def finish(kind: str, fields: dict, path: Path, as_json: bool) -> Path:

@@ -20,7 +20,7 @@ from solarforensics.analyses.claims import Run, judge_claims, load_claims, tally
 from solarforensics.analyses.models import OpenOptions, open_model
 from solarforensics.datafiles import config_path
 from solarforensics.errors import BudgetError, ForensicsError, FormatError, NotFoundError, SpecError
-from solarforensics.results.document import new_document, write_document
+from solarforensics.results.document import new_document, path_inside, slugify, write_document
 
 MARKER_FILE = "REPLICA.md"  # what testing/replicas.py puts in every virtual repo
 # Small files a run downloads (once per model: the Hub client caches them): at every open, and per step kind.
@@ -168,7 +168,7 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     claims = judge_claims(load_claims(case.claims), Run(docs, roles, notes))
     doc = _case_document(case, roles, request, steps, claims, docs, sources, spent, checkpoints, unavailable, replica,
                          argv, time.perf_counter() - started)
-    outcome = CaseOutcome(out_dir, doc, files=[out_dir / f"{s['id']}.json" for s in steps if s["file"]])
+    outcome = CaseOutcome(out_dir, doc, files=[path_inside(out_dir, f"{s['id']}.json") for s in steps if s["file"]])
     write_document(doc, out_dir / "case.json")
     if request.reports:
         shown = [docs[step["id"]] for step in case.steps if step["id"] in docs and step.get("report", True)]
@@ -237,7 +237,7 @@ def _run_one(step: dict, record: dict, ctx: StepContext, docs: dict, out_dir: Pa
         record.update(status="failed", reason=failure_text(err))
         return
     doc = new_document(kind, argv, **fields, replica=replica or bool(fields.get("replica")))
-    path = out_dir / f"{step['id']}.json"
+    path = path_inside(out_dir, f"{step['id']}.json")
     write_document(doc, path)
     docs[step["id"]] = doc
     moved = sum(s.get("bytes_transferred") or 0 for s in doc.get("sources", []))
@@ -296,5 +296,5 @@ def _reports(doc: dict, step_docs: list[dict], out_dir: Path) -> tuple[Path | No
             from solarforensics.render.plots import matrix_heatmap
 
             for group in step_doc.get("groups", []):
-                matrix_heatmap(step_doc, group, "pearson", out_dir / f"matrix-{group}-pearson.png")
+                matrix_heatmap(step_doc, group, "pearson", path_inside(out_dir, f"matrix-{slugify(group)}-pearson.png"))
     return md, html

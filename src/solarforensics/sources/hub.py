@@ -150,13 +150,13 @@ class HubSource(TensorSource):
             header = bytes.fromhex(cached["header"])
         else:
             first = self._fetch(shard, 0, min(size, max(probe, MIN_HEADER_PROBE)))
-            n = header_length(first, shard, size)
+            n = header_length(first, f"{self.repo}/{shard}", size)
             if len(first) < 8 + n:  # the guess was short: fetch only the rest
                 first += self._fetch(shard, len(first), 8 + n)
             header = bytes(first[8 : 8 + n])
             if self.cache:
                 self.cache.put_json(key, {"etag": self._etags.get(shard), "header": header.hex()})
-        tensors, _ = parse_header(header, shard, size)
+        tensors, _ = parse_header(header, shard, size, where=f"{self.repo}/{shard}")
         return tensors
 
     def _file_size(self, file: str) -> int:

@@ -78,28 +78,33 @@ def _no_duplicates(pairs):
     return seen
 
 
-def parse_header(header: bytes, file: str, file_size: int | None = None) -> tuple[dict[str, TensorRef], dict]:
-    """Parse and validate the JSON header (the N bytes after the length); returns tensors and `__metadata__`."""
+def parse_header(
+    header: bytes, file: str, file_size: int | None = None, where: str | None = None
+) -> tuple[dict[str, TensorRef], dict]:
+    """Parse and validate the JSON header (the N bytes after the length); returns tensors and `__metadata__`.
+    `where` names the file in errors (e.g. repo/shard); refs keep `file`."""
+    label = where or file
     data_start = 8 + len(header)
     data_size = None if file_size is None else file_size - data_start
     try:
         parsed = json.loads(header.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except FormatError as err:
-        raise FormatError(f"{file}: safetensors header has a {err.message}") from None
+        raise FormatError(f"{label}: safetensors header has a {err.message}") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FormatError(f"{file}: safetensors header is not valid UTF-8 JSON") from None
+        raise FormatError(f"{label}: safetensors header is not valid UTF-8 JSON") from None
     if not isinstance(parsed, dict):
-        raise FormatError(f"{file}: safetensors header is not a JSON object")
-    metadata = parsed.pop("__metadata__", {}) or {}
+        raise FormatError(f"{label}: safetensors header is not a JSON object")
+    metadata = parsed.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise FormatError(f"{file}: safetensors __metadata__ must map strings to strings")
-    tensors = {name: _tensor_ref(name, entry, file, data_start, data_size) for name, entry in parsed.items()}
-    _check_no_overlap(tensors.values(), file)
+        raise FormatError(f"{label}: safetensors __metadata__ must map strings to strings")
+    tensors = {name: _tensor_ref(name, entry, file, data_start, data_size, label) for name, entry in parsed.items()}
+    _check_no_overlap(tensors.values(), label)
     return tensors, metadata
 
 
-def _tensor_ref(name: str, entry, file: str, data_start: int, data_size: int | None) -> TensorRef:
-    where = f"{file}: tensor {name[:200]!r}"
+def _tensor_ref(name: str, entry, file: str, data_start: int, data_size: int | None, label: str) -> TensorRef:
+    where = f"{label}: tensor {name[:200]!r}"
     if not isinstance(entry, dict):
         raise FormatError(f"{where} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
