@@ -5,7 +5,6 @@ float32, and llama.cpp's RoPE row permutation of llama Q/K weights undone, so th
 same model's safetensors. The config is synthetic, built from the GGUF metadata, with model_type `gguf:<arch>`.
 """
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from solarforensics.sources.base import FileRecord, Provenance, TensorSource
 from solarforensics.sources.gguf_format import GGUFHeader, parse_gguf
 from solarforensics.sources.gguf_quants import SUPPORTED, dequantize
 from solarforensics.sources.hub import HubSource
+from solarforensics.sources.local import read_file_range
 
 # llama.cpp's converter interleaves the two RoPE halves of each head's Q/K rows for these architectures only.
 ROPE_PERMUTED_ARCHS = frozenset({"llama"})
@@ -183,12 +183,8 @@ class GGUFSource(_GGUFTensors, TensorSource):
         return [self.gguf_file]
 
     def _fetch(self, file: str, start: int, end: int) -> bytearray:
-        buf = bytearray(end - start)
-        with open(self.root / file, "rb") as handle:
-            got = os.preadv(handle.fileno(), [buf], start) if end > start else 0
-        if got != end - start:
-            raise FormatError(f"{file}: file is shorter than its GGUF header says (wanted bytes {start}-{end})")
-        self.provenance.count(nbytes=got, requests=1, ranges=1)
+        buf = read_file_range(self.root / file, start, end)
+        self.provenance.count(nbytes=len(buf), requests=1, ranges=1)
         return buf
 
     def _read_small(self, filename: str, max_bytes: int) -> bytes | None:

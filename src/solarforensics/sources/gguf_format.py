@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from solarforensics.errors import FormatError
 from solarforensics.sources.gguf_quants import GGML_TYPES, type_name
-from solarforensics.sources.safetensors_format import MAX_ELEMENTS, TensorRef
+from solarforensics.sources.safetensors_format import MAX_ELEMENTS, TensorRef, check_no_overlap
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -206,13 +206,5 @@ def _tensor_refs(infos, file: str, data_start: int, size: int, alignment: int):
         tensors[name] = TensorRef(name, file, type_name(type_id), tuple(reversed(dims)),
                                   data_start + offset, data_start + offset + nbytes)
         type_ids[name] = type_id
-    _check_no_overlap(tensors.values(), file)
+    check_no_overlap(tensors.values(), file, "GGUF tensors")
     return tensors, type_ids
-
-
-def _check_no_overlap(refs, file: str) -> None:
-    previous = None
-    for ref in sorted(refs, key=lambda r: (r.start, r.end)):
-        if previous is not None and ref.start < previous.end and ref.nbytes and previous.nbytes:
-            raise FormatError(f"{file}: GGUF tensors {previous.name[:100]!r} and {ref.name[:100]!r} overlap")
-        previous = ref if ref.nbytes else previous  # an empty tensor must not hide an overlap

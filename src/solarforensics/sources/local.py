@@ -9,6 +9,16 @@ from solarforensics.sources.layout import PICKLE_SUFFIXES, check_index, merge_he
 from solarforensics.sources.safetensors_format import header_length, parse_header
 
 
+def read_file_range(path: Path, start: int, end: int) -> bytearray:
+    """Bytes [start, end) of a local file with one positioned read; a short file is a FormatError."""
+    buf = bytearray(end - start)
+    with open(path, "rb") as handle:
+        got = os.preadv(handle.fileno(), [buf], start) if end > start else 0
+    if got != end - start:
+        raise FormatError(f"{path.name}: file is shorter than its header says (wanted bytes {start}-{end})")
+    return buf
+
+
 class LocalSource(TensorSource):
     """A checkpoint folder (sharded or not) or one .safetensors file."""
 
@@ -55,12 +65,8 @@ class LocalSource(TensorSource):
         )
 
     def _fetch(self, file: str, start: int, end: int) -> bytearray:
-        buf = bytearray(end - start)
-        with open(self.root / file, "rb") as handle:
-            got = os.preadv(handle.fileno(), [buf], start) if end > start else 0
-        if got != end - start:
-            raise FormatError(f"{file}: file is shorter than its header says (wanted bytes {start}-{end})")
-        self.provenance.count(nbytes=got, requests=1, ranges=1)
+        buf = read_file_range(self.root / file, start, end)
+        self.provenance.count(nbytes=len(buf), requests=1, ranges=1)
         return buf
 
     def _read_small(self, filename: str, max_bytes: int) -> bytes | None:

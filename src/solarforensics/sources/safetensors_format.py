@@ -99,7 +99,7 @@ def parse_header(
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError(f"{label}: safetensors __metadata__ must map strings to strings")
     tensors = {name: _tensor_ref(name, entry, file, data_start, data_size, label) for name, entry in parsed.items()}
-    _check_no_overlap(tensors.values(), label)
+    check_no_overlap(tensors.values(), label)
     return tensors, metadata
 
 
@@ -129,11 +129,12 @@ def _tensor_ref(name: str, entry, file: str, data_start: int, data_size: int | N
     return TensorRef(name, file, dtype, tuple(shape), data_start + begin, data_start + end)
 
 
-def _check_no_overlap(refs, file: str) -> None:
+def check_no_overlap(refs, label: str, kind: str = "tensors") -> None:
+    """No two non-empty tensors may share a byte: overlapping tensors would silently alias each other's data."""
     previous = None
     for ref in sorted(refs, key=lambda r: (r.start, r.end)):
         if previous is not None and ref.start < previous.end and ref.nbytes and previous.nbytes:
-            raise FormatError(f"{file}: tensors {previous.name[:100]!r} and {ref.name[:100]!r} overlap")
+            raise FormatError(f"{label}: {kind} {previous.name[:100]!r} and {ref.name[:100]!r} overlap")
         previous = ref if ref.nbytes else previous  # an empty tensor must not hide an overlap
 
 
