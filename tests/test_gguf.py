@@ -310,3 +310,14 @@ def test_a_folder_with_several_ggufs_asks_for_one(tmp_path):
         open_source(str(tmp_path))
     assert err.value.one_line() == (f"{tmp_path}: no safetensors weights, but 2 .gguf files (a-Q4_0.gguf, a-Q8_0.gguf) "
                                     f"(name one: {tmp_path}/a-Q4_0.gguf)")
+
+
+def test_the_tokenizer_analysis_reads_a_gguf_vocabulary(cli, tmp_path):
+    """A GGUF has no tokenizer.json: its tokenizer.ggml.* metadata is the vocabulary (gpt2 = byte-level BPE)."""
+    path, _ = tiny_llama_gguf(tmp_path / "a.gguf")
+    out = tmp_path / "t.json"
+    code, stdout, stderr = cli("tokenizer", path, path, "--json", "--out", out)
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert (doc["vocab_size_a"], doc["vocab_size_b"], doc["shared_tokens"], doc["same_id"]) == (4, 4, 4, 4)
+    assert doc["jaccard"] == 1.0
