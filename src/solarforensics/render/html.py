@@ -37,7 +37,7 @@ nav ol {{ margin: 8px 0 0; }}
 .banner.derived .title, .banner.independent .title, .banner.inconclusive .title {{ font-size: 1.35rem; }}
 .scroll {{ overflow-x: auto; background: #fff; border: 1px solid #dde1e8; border-radius: 6px; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 0.88rem; }}
-th, td {{ padding: 4px 10px; border-bottom: 1px solid #e8ebf0; text-align: left; vertical-align: top; overflow-wrap: anywhere; }}
+th, td {{ padding: 4px 10px; border-bottom: 1px solid #e8ebf0; text-align: left; vertical-align: top; overflow-wrap: break-word; }}
 th {{ background: #eef1f5; position: sticky; top: 0; }}
 td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
 tbody tr:nth-child(even) {{ background: #fafbfc; }}
