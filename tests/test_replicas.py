@@ -18,8 +18,9 @@ from solarforensics.testing.replicas import MARKER_FILE, ReplicaStore, read_shar
 
 SOLAR, GLM, PHI, INTELLECT = ("upstage/Solar-Open-100B", "zai-org/GLM-4.5-Air", "microsoft/Phi-3.5-MoE-instruct",
                               "PrimeIntellect/INTELLECT-3")
-RECONSTRUCTED_INDEX = Path("/work/shared/reference-data/model-files/upstage__Solar-Open-100B/"
-                           "model.safetensors.index.RECONSTRUCTED.json")
+# shared/ sits beside the checkout (development machines and CI)
+RECONSTRUCTED_INDEX = (Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "model-files"
+                       / "upstage__Solar-Open-100B" / "model.safetensors.index.RECONSTRUCTED.json")
 
 
 @pytest.fixture(scope="module")
