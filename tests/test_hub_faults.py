@@ -9,6 +9,8 @@ import httpx2
 import pytest
 from huggingface_hub.utils import get_session, http_backoff
 
+from raw_http import raw_request
+
 from solarforensics.errors import SpecError
 from solarforensics.testing.hub_faults import parse_fault
 
@@ -28,20 +30,8 @@ def root(tmp_path):
     return tmp_path / "hub"
 
 
-def request(url: str, method: str, path: str, headers: dict | None = None, timeout: float = 10):
-    """(status, headers, body) over a fresh connection; the body read may raise when a fault cuts it."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.request(method, path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        connection.close()
-
-
 def statuses(server, *paths: str, method: str = "GET") -> list[int]:
-    return [request(server.url, method, path)[0] for path in paths]
+    return [raw_request(server.url, method, path)[0] for path in paths]
 
 
 def test_429_then_success_through_http_backoff(hub_server, root):
@@ -51,7 +41,7 @@ def test_429_then_success_through_http_backoff(hub_server, root):
     assert (response.status_code, response.content) == (206, BLOB[:8])
     assert [(e["status"], e["fault"]) for e in server.stats()["log"]] == [(429, "429"), (206, None)]
     server.faults.add("429", retry_after=7)
-    status, headers, _ = request(server.url, "GET", BLOB_URL)
+    status, headers, _ = raw_request(server.url, "GET", BLOB_URL)
     assert (status, headers["Retry-After"]) == (429, "7")
 
 
@@ -79,19 +69,19 @@ def test_drop_resets_the_connection_mid_body(hub_server, root):
     server = hub_server(root)
     server.faults.add("drop", "weights.bin", count=2)
     with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
-        request(server.url, "GET", BLOB_URL)
+        raw_request(server.url, "GET", BLOB_URL)
     with pytest.raises(httpx2.TransportError):
         get_session().get(server.url + BLOB_URL, headers={"Range": "bytes=0-99"}, timeout=10)
     assert [(e["status"], e["bytes"], e["fault"]) for e in server.stats()["log"]] == [
         (200, 512, "drop"), (206, 50, "drop")]
-    assert request(server.url, "GET", BLOB_URL)[2] == BLOB
+    assert raw_request(server.url, "GET", BLOB_URL)[2] == BLOB
 
 
 def test_truncate_sends_fewer_bytes_than_content_length(hub_server, root):
     server = hub_server(root)
     server.faults.add("truncate", "weights.bin")
     with pytest.raises(http.client.IncompleteRead) as cut:
-        request(server.url, "GET", BLOB_URL, {"Range": "bytes=100-299"})
+        raw_request(server.url, "GET", BLOB_URL, {"Range": "bytes=100-299"})
     assert (cut.value.partial, cut.value.expected) == (BLOB[100:200], 100)
     assert server.stats()["bytes_served"] == 100
 
@@ -99,16 +89,16 @@ def test_truncate_sends_fewer_bytes_than_content_length(hub_server, root):
 def test_ignore_range_answers_200_with_the_whole_file(hub_server, root):
     server = hub_server(root)
     server.faults.add("ignore-range", "weights.bin")
-    status, headers, body = request(server.url, "GET", BLOB_URL, {"Range": "bytes=0-7"})
+    status, headers, body = raw_request(server.url, "GET", BLOB_URL, {"Range": "bytes=0-7"})
     assert (status, headers["Content-Range"], body) == (200, None, BLOB)
 
 
 def test_wrong_range_answers_a_shifted_range(hub_server, root):
     server = hub_server(root)
     server.faults.add("wrong-range", "weights.bin", count=2, shift=100)
-    status, headers, body = request(server.url, "GET", BLOB_URL, {"Range": "bytes=10-19"})
+    status, headers, body = raw_request(server.url, "GET", BLOB_URL, {"Range": "bytes=10-19"})
     assert (status, headers["Content-Range"], body) == (206, "bytes 110-119/1024", BLOB[110:120])
-    status, headers, body = request(server.url, "GET", BLOB_URL, {"Range": "bytes=1000-"})
+    status, headers, body = raw_request(server.url, "GET", BLOB_URL, {"Range": "bytes=1000-"})
     assert (status, headers["Content-Range"], body) == (206, "bytes 900-923/1024", BLOB[900:924])
 
 
@@ -116,23 +106,23 @@ def test_change_alters_bytes_and_etags_from_then_on(hub_server, root):
     server = hub_server(root)
     original = f'"{hashlib.sha256(BLOB).hexdigest()}"'
     server.faults.add("change", "weights.bin", after=1)
-    first = request(server.url, "GET", BLOB_URL, {"Range": "bytes=0-3"})
-    second = request(server.url, "GET", BLOB_URL, {"Range": "bytes=0-3"})
-    head = request(server.url, "HEAD", BLOB_URL)
+    first = raw_request(server.url, "GET", BLOB_URL, {"Range": "bytes=0-3"})
+    second = raw_request(server.url, "GET", BLOB_URL, {"Range": "bytes=0-3"})
+    head = raw_request(server.url, "HEAD", BLOB_URL)
     assert (first[1]["ETag"], first[2]) == (original, b"\x00\x01\x02\x03")
     assert second[2] == b"\xff\xfe\xfd\xfc" and second[1]["ETag"] != original
     assert head[1]["ETag"] == head[1]["X-Linked-Etag"] == second[1]["ETag"]
-    assert request(server.url, "GET", SHARD_URL)[2] == BLOB[::-1]  # other files keep their bytes
+    assert raw_request(server.url, "GET", SHARD_URL)[2] == BLOB[::-1]  # other files keep their bytes
     server.faults.clear()
-    assert request(server.url, "HEAD", BLOB_URL)[1]["ETag"] == original
+    assert raw_request(server.url, "HEAD", BLOB_URL)[1]["ETag"] == original
 
 
 def test_slow_delays_the_answer_past_a_client_timeout(hub_server, root):
     server = hub_server(root)
     server.faults.add("slow", "weights.bin", delay_s=5)
     with pytest.raises(TimeoutError):
-        request(server.url, "GET", BLOB_URL, timeout=0.2)
-    assert request(server.url, "GET", BLOB_URL)[2] == BLOB
+        raw_request(server.url, "GET", BLOB_URL, timeout=0.2)
+    assert raw_request(server.url, "GET", BLOB_URL)[2] == BLOB
 
 
 def test_in_cdn_mode_body_faults_wait_for_the_cdn_and_origin_selects(hub_server, root):
@@ -143,10 +133,10 @@ def test_in_cdn_mode_body_faults_wait_for_the_cdn_and_origin_selects(hub_server,
     assert sorted((e["origin"], e["status"], e["fault"]) for e in server.stats()["log"]) == [
         ("cdn", 200, "ignore-range"), ("hub", 302, None)]
     server.faults.add("503", origin="cdn")
-    status, headers, _ = request(server.url, "GET", SHARD_URL)
+    status, headers, _ = raw_request(server.url, "GET", SHARD_URL)
     location = headers["Location"].removeprefix(server.cdn_url)
     assert status == 302 and statuses(server, SHARD_URL) == [302]
-    assert [request(server.cdn_url, "GET", location)[0] for _ in range(2)] == [503, 200]
+    assert [raw_request(server.cdn_url, "GET", location)[0] for _ in range(2)] == [503, 200]
 
 
 def test_faults_can_be_set_over_http(hub_server, root):

@@ -23,6 +23,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers, http_backoff
 from safetensors.numpy import save_file
 
+from raw_http import raw_request
+
 from solarforensics.errors import NotFoundError, SpecError
 from solarforensics.testing.hub_server import HubServer, serve
 from solarforensics.testing.hub_store import Commit, FolderStore, MultiStore, Repo, RepoFile
@@ -66,18 +68,6 @@ def hub_root(tmp_path) -> Path:
         write_sharded(root / "acme" / name)
         (root / "acme" / name / ".hub.json").write_text(json.dumps({**settings, "tokens": [GOOD_TOKEN]}))
     return root
-
-
-def raw(url: str, method: str, path: str, headers: dict | None = None, timeout: float = 10):
-    """One request over a fresh connection: (status, headers, body)."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.request(method, path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        connection.close()
 
 
 def expected_sha(folder: Path) -> str:
@@ -196,10 +186,10 @@ def test_missing_repo_revision_and_file_raise_the_client_errors(hub_server, hub_
         api.model_info("acme/tiny", revision="f" * 40)
     with pytest.raises(RemoteEntryNotFoundError):
         get_hf_file_metadata(hf_hub_url("acme/tiny", "nope.safetensors", endpoint=server.url))
-    status, headers, _ = raw(server.url, "GET", "/acme/tiny/resolve/main/nope.safetensors")
+    status, headers, _ = raw_request(server.url, "GET", "/acme/tiny/resolve/main/nope.safetensors")
     assert (status, headers["X-Error-Code"], headers["X-Repo-Commit"]) == (
         404, "EntryNotFound", expected_sha(hub_root / "acme" / "tiny"))
-    assert raw(server.url, "GET", "/api/agent-harnesses")[0] == 404
+    assert raw_request(server.url, "GET", "/api/agent-harnesses")[0] == 404
 
 
 @pytest.mark.parametrize(("repo", "anonymous_error", "anonymous_status", "wrong_token_status"), [
@@ -222,12 +212,12 @@ def test_gated_and_private_repos_need_the_right_token(
 def test_resolve_headers_for_lfs_and_plain_files(hub_server, hub_root):
     server = hub_server(hub_root)
     sha = expected_sha(hub_root / "acme" / "tiny")
-    status, headers, body = raw(server.url, "HEAD", "/acme/tiny/resolve/main/weights.bin")
+    status, headers, body = raw_request(server.url, "HEAD", "/acme/tiny/resolve/main/weights.bin")
     sha256 = hashlib.sha256(BLOB).hexdigest()
     assert (status, body, headers["Content-Length"], headers["Accept-Ranges"]) == (200, b"", "1024", "bytes")
     assert (headers["X-Repo-Commit"], headers["ETag"], headers["X-Linked-Etag"], headers["X-Linked-Size"]) == (
         sha, f'"{sha256}"', f'"{sha256}"', "1024")
-    status, headers, body = raw(server.url, "GET", "/acme/tiny/resolve/main/config.json")
+    status, headers, body = raw_request(server.url, "GET", "/acme/tiny/resolve/main/config.json")
     assert (status, body, headers["ETag"], headers["X-Linked-Etag"]) == (
         200, b'{"model_type": "llama"}', f'"{git_sha1(body)}"', None)
     metadata = get_hf_file_metadata(hf_hub_url("acme/tiny", "weights.bin", endpoint=server.url))
@@ -240,7 +230,7 @@ def test_resolve_headers_for_lfs_and_plain_files(hub_server, hub_root):
 ])
 def test_ranges_answer_206_with_exact_content_range(hub_server, hub_root, range_header, start, end):
     server = hub_server(hub_root)
-    status, headers, body = raw(server.url, "GET", "/acme/tiny/resolve/main/weights.bin", {"Range": range_header})
+    status, headers, body = raw_request(server.url, "GET", "/acme/tiny/resolve/main/weights.bin", {"Range": range_header})
     assert (status, headers["Content-Range"], int(headers["Content-Length"]), body) == (
         206, f"bytes {start}-{end - 1}/1024", end - start, BLOB[start:end])
 
@@ -249,7 +239,7 @@ def test_ranges_answer_206_with_exact_content_range(hub_server, hub_root, range_
                                           "bytes=0-1,4-5", "items=0-1", "bytes=-"])
 def test_unsatisfiable_ranges_answer_416(hub_server, hub_root, range_header):
     server = hub_server(hub_root)
-    status, headers, _ = raw(server.url, "GET", "/acme/tiny/resolve/main/weights.bin", {"Range": range_header})
+    status, headers, _ = raw_request(server.url, "GET", "/acme/tiny/resolve/main/weights.bin", {"Range": range_header})
     assert (status, headers["Content-Range"]) == (416, "bytes */1024")
 
 
@@ -280,7 +270,7 @@ def test_cdn_mode_redirects_weights_and_the_token_stays_on_the_hub(hub_server, h
     metadata = get_hf_file_metadata(url, token=GOOD_TOKEN)
     assert metadata.location.startswith(f"{server.cdn_url}/cdn/acme/gated/")
     assert (metadata.size, metadata.etag) == (len(data), hashlib.sha256(data).hexdigest())
-    status, headers, _ = raw(server.url, "GET", "/acme/gated/resolve/main/model.safetensors.index.json",
+    status, headers, _ = raw_request(server.url, "GET", "/acme/gated/resolve/main/model.safetensors.index.json",
                              {"Authorization": f"Bearer {GOOD_TOKEN}"})
     assert (status, headers["Location"]) == (200, None)  # small files are served by the Hub itself
     local = hf_hub_download("acme/gated", SHARDS[1], token=GOOD_TOKEN, endpoint=server.url)
@@ -321,7 +311,7 @@ def test_virtual_repos_generate_bytes_without_disk(hub_server, hub_root):
 
     server = hub_server(MultiStore([VirtualStore(), FolderStore(hub_root)]))
     url = "/virtual/huge/resolve/main/model-00001-of-00001.safetensors"
-    status, headers, body = raw(server.url, "GET", url, {"Range": f"bytes={size - 10}-"})
+    status, headers, body = raw_request(server.url, "GET", url, {"Range": f"bytes={size - 10}-"})
     assert (status, headers["Content-Range"], body) == (206, f"bytes {size - 10}-{size - 1}/{size}",
                                                        pattern(size - 10, size))
     assert server.store.repo_ids() == ["acme/gated", "acme/private", "acme/tiny", "virtual/huge"]
@@ -330,23 +320,23 @@ def test_virtual_repos_generate_bytes_without_disk(hub_server, hub_root):
 
 def test_stats_count_requests_and_body_bytes(hub_server, hub_root):
     server = hub_server(hub_root)
-    _, _, info_body = raw(server.url, "GET", "/api/models/acme/tiny")
-    raw(server.url, "GET", "/acme/tiny/resolve/main/weights.bin", {"Range": "bytes=0-7"})
-    raw(server.url, "HEAD", "/acme/tiny/resolve/main/weights.bin")
+    _, _, info_body = raw_request(server.url, "GET", "/api/models/acme/tiny")
+    raw_request(server.url, "GET", "/acme/tiny/resolve/main/weights.bin", {"Range": "bytes=0-7"})
+    raw_request(server.url, "HEAD", "/acme/tiny/resolve/main/weights.bin")
     stats = server.stats()
     assert (stats["requests"], stats["bytes_served"]) == (3, len(info_body) + 8)
     assert stats["by_kind"] == {"model_info": 1, "range": 1, "head": 1}
     assert [(e["method"], e["status"], e["bytes"], e["auth"]) for e in stats["log"]] == [
         ("GET", 200, len(info_body), False), ("GET", 206, 8, False), ("HEAD", 200, 0, False)]
-    assert json.loads(raw(server.url, "GET", "/_stats")[2])["requests"] == 3  # control calls are not counted
-    raw(server.url, "POST", "/_stats/reset")
+    assert json.loads(raw_request(server.url, "GET", "/_stats")[2])["requests"] == 3  # control calls are not counted
+    raw_request(server.url, "POST", "/_stats/reset")
     assert server.stats() == {"requests": 0, "bytes_served": 0, "by_kind": {}, "log": []}
 
 
 def test_latency_and_bandwidth_slow_every_answer(hub_server, hub_root):
     server = hub_server(hub_root, latency_ms=200, bandwidth=2048)
     started = time.monotonic()
-    status, _, body = raw(server.url, "GET", "/acme/tiny/resolve/main/weights.bin")
+    status, _, body = raw_request(server.url, "GET", "/acme/tiny/resolve/main/weights.bin")
     assert (status, body) == (200, BLOB)
     assert time.monotonic() - started >= 0.2 + 0.4  # 200 ms latency + 1024 bytes at 2048 bytes/s
 
@@ -360,8 +350,8 @@ def test_serve_runs_until_interrupted(hub_root):
         line = process.stdout.readline()
         url = line.split("export HF_ENDPOINT=")[1].strip()
         assert line.startswith("Hub serving 3 repos at http://127.0.0.1:")
-        assert raw(url, "GET", "/acme/tiny/resolve/main/weights.bin")[0] == 503
-        assert raw(url, "GET", "/acme/tiny/resolve/main/weights.bin")[0] == 302
+        assert raw_request(url, "GET", "/acme/tiny/resolve/main/weights.bin")[0] == 503
+        assert raw_request(url, "GET", "/acme/tiny/resolve/main/weights.bin")[0] == 302
     finally:
         process.send_signal(signal.SIGINT)  # as Ctrl-C
         assert process.wait(timeout=10) == 0
@@ -376,6 +366,6 @@ def test_serve_refuses_a_missing_root_and_a_bad_fault(tmp_path):
 
 def test_server_works_as_a_context_manager(hub_root):
     with HubServer(hub_root) as server:
-        assert raw(server.url, "GET", "/api/models/acme/tiny")[0] == 200
+        assert raw_request(server.url, "GET", "/api/models/acme/tiny")[0] == 200
     with pytest.raises(RuntimeError):
         server.url
