@@ -112,3 +112,14 @@ def tiny_root(tmp_path_factory):
 def tiny_hub(tiny_root, hub_server):
     """A local Hub serving the tiny checkpoints (read-only: tests must not modify them)."""
     return hub_server(tiny_root)
+
+
+@pytest.fixture(scope="session")
+def derived_pair_root(tmp_path_factory):
+    """Two tiny llama checkpoints, acme/a and acme/b derived from a, as a Hub root (read-only: do not modify)."""
+    from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
+
+    root = tmp_path_factory.mktemp("derived-pair-hub")
+    build_checkpoint(root / "acme" / "a", "llama", seed=0, tokenizer=False)
+    derive_checkpoint(root / "acme" / "a", root / "acme" / "b", seed=1)
+    return root

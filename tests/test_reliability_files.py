@@ -23,7 +23,7 @@ from solarforensics.results.document import path_inside, protected_dirs, read_do
 from solarforensics.sources import hub as hub_module
 from solarforensics.sources.cache import default_cache_dir
 from solarforensics.sources.spec import open_source
-from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
+from solarforensics.testing.checkpoints import build_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "solarforensics"
 SAMPLES = Path(__file__).parent / "sample_results"
@@ -31,14 +31,6 @@ SAMPLES = Path(__file__).parent / "sample_results"
 COMPARE = ("compare", "acme/a", "acme/b", "--tensors", "final-norm,attn-k,attn-v", "--permutations", "99",
            "--device", "cpu", "--json")
 NUMBERS = ("rows", "baselines", "layer_matrices")
-
-
-@pytest.fixture(scope="module")
-def hub_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("files-hub")
-    build_checkpoint(root / "acme" / "a", "llama", seed=0, tokenizer=False)
-    derive_checkpoint(root / "acme" / "a", root / "acme" / "b", seed=1)
-    return root
 
 
 @pytest.fixture
@@ -110,9 +102,9 @@ def temp_files(*folders: Path) -> list[Path]:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a signal landing in a finalizer
-def test_sigint_at_random_points_leaves_whole_files_and_the_next_run_completes(cli, hub_server, hub_root, tmp_path,
+def test_sigint_at_random_points_leaves_whole_files_and_the_next_run_completes(cli, hub_server, derived_pair_root, tmp_path,
                                                                                 monkeypatch, capsys):
-    hub_server(hub_root, latency_ms=30)  # the network part of a run becomes long enough to be hit
+    hub_server(derived_pair_root, latency_ms=30)  # the network part of a run becomes long enough to be hit
     out = tmp_path / "results" / "run.json"
     assert cli(*COMPARE, "--out", out, "--no-cache")[0] == 0  # the first run in a process pays for lazy imports
     started = time.perf_counter()
@@ -144,10 +136,10 @@ def console_script() -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_and_sigint_of_the_console_script_at_random_points(hub_server, hub_root, tmp_path, capsys):
+def test_sigkill_and_sigint_of_the_console_script_at_random_points(hub_server, derived_pair_root, tmp_path, capsys):
     import os
 
-    hub_server(hub_root, latency_ms=40)
+    hub_server(derived_pair_root, latency_ms=40)
     out = tmp_path / "results" / "run.json"
     env = {**os.environ, "SOLARFORENSICS_RETRIES": "0"}
     started = time.perf_counter()
@@ -225,11 +217,11 @@ def test_processes_hammering_one_cache_never_read_a_wrong_byte(tmp_path, capsys)
         print(f"\n[reliability] 4 processes on one cache: {total}")
 
 
-def test_two_runs_sharing_a_cache_at_once_give_the_clean_numbers(hub_server, hub_root, tmp_path):
+def test_two_runs_sharing_a_cache_at_once_give_the_clean_numbers(hub_server, derived_pair_root, tmp_path):
     from solarforensics.analyses.compare import CompareRequest, compare_models
     from solarforensics.analyses.models import OpenOptions
 
-    hub_server(hub_root, latency_ms=5)
+    hub_server(derived_pair_root, latency_ms=5)
     request = CompareRequest("acme/a", "acme/b", "final-norm,attn-k,attn-v", permutations=99, device="cpu")
     results = [None, None]
 
@@ -245,10 +237,10 @@ def test_two_runs_sharing_a_cache_at_once_give_the_clean_numbers(hub_server, hub
 
 
 @pytest.mark.slow
-def test_two_console_script_runs_sharing_a_cache_at_once(hub_server, hub_root, tmp_path):
+def test_two_console_script_runs_sharing_a_cache_at_once(hub_server, derived_pair_root, tmp_path):
     import os
 
-    hub_server(hub_root, latency_ms=20)
+    hub_server(derived_pair_root, latency_ms=20)
     env = {**os.environ, "SOLARFORENSICS_CACHE": str(tmp_path / "shared")}
     outs = [tmp_path / f"run{i}.json" for i in range(3)]
     runs = [subprocess.Popen([*console_script(), *COMPARE, "--out", out], env=env, stdout=subprocess.DEVNULL)
@@ -268,8 +260,8 @@ def test_protected_dirs_include_the_range_cache_and_the_hf_home(tmp_path):
     assert (tmp_path / "hf_home").resolve() in protected_dirs()  # conftest points HF_HOME here
 
 
-def test_results_are_never_written_inside_a_cache(cli, hub_server, hub_root, tmp_path):
-    hub_server(hub_root)
+def test_results_are_never_written_inside_a_cache(cli, hub_server, derived_pair_root, tmp_path):
+    hub_server(derived_pair_root)
     target = tmp_path / "sfcache" / "ranges" / "x.json"
     code, out, err = cli(*COMPARE, "--out", target)
     assert (code, out) == (2, "")
@@ -350,14 +342,14 @@ class _Trap:
 
 
 @pytest.mark.parametrize("layout", ["folder", "file", "hub", "hub with safetensors too"])
-def test_pickle_checkpoints_are_never_loaded(cli, hub_server, hub_root, tmp_path, layout):
+def test_pickle_checkpoints_are_never_loaded(cli, hub_server, derived_pair_root, tmp_path, layout):
     marker = tmp_path / "UNPICKLED"
     repo = tmp_path / "hub" / "acme" / "old"
     repo.mkdir(parents=True)
     (repo / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(marker)))
     (repo / "config.json").write_text('{"model_type": "llama"}')
     if layout == "hub with safetensors too":
-        for file in (hub_root / "acme" / "a").iterdir():
+        for file in (derived_pair_root / "acme" / "a").iterdir():
             (repo / file.name).write_bytes(file.read_bytes())
     server = hub_server(tmp_path / "hub")
     spec = {"folder": repo, "file": repo / "pytorch_model.bin"}.get(layout, "acme/old")

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import save_file
 
 from solarforensics.sources import hub as hub_module
-from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
 
 NUMBERS = ("rows", "baselines", "layer_matrices", "only_in_a", "only_in_b")
 RETRIES = 1  # huggingface_hub's backoff waits 1 s before the retry
@@ -39,15 +38,6 @@ class Run:
 
     def error_lines(self) -> list[str]:
         return [line for line in self.err.splitlines() if line.startswith("solarforensics: error:")]
-
-
-@pytest.fixture(scope="module")
-def hub_root(tmp_path_factory):
-    """Two tiny llama checkpoints (a, and b derived from a) as repos acme/a and acme/b."""
-    root = tmp_path_factory.mktemp("reliability-hub")
-    build_checkpoint(root / "acme" / "a", "llama", seed=0, tokenizer=False)
-    derive_checkpoint(root / "acme" / "a", root / "acme" / "b", seed=1)
-    return root
 
 
 @pytest.fixture
@@ -137,9 +127,9 @@ def params(faults: dict) -> list:
 
 
 @pytest.mark.parametrize("fault", params(TRANSIENT))
-def test_a_transient_fault_gives_exactly_the_clean_numbers(fault, cli, hub_server, hub_root, tmp_path):
+def test_a_transient_fault_gives_exactly_the_clean_numbers(fault, cli, hub_server, derived_pair_root, tmp_path):
     kind, params, cdn = TRANSIENT[fault]
-    server = hub_server(hub_root, cdn=cdn)
+    server = hub_server(derived_pair_root, cdn=cdn)
     expected = clean_numbers(cli, tmp_path)
     server.reset_stats()
     if kind:
@@ -171,9 +161,9 @@ PERSISTENT = {
 
 
 @pytest.mark.parametrize("fault", params(PERSISTENT))
-def test_a_persistent_fault_stops_with_one_clear_line(fault, cli, hub_server, hub_root, tmp_path):
+def test_a_persistent_fault_stops_with_one_clear_line(fault, cli, hub_server, derived_pair_root, tmp_path):
     kind, params, message = PERSISTENT[fault]
-    server = hub_server(hub_root)
+    server = hub_server(derived_pair_root)
     server.faults.add(kind, "*.safetensors", -1, **params)
     out = tmp_path / "results" / "faulted.json"
     run = cli(*COMPARE, "--out", out, "--no-cache")
@@ -203,8 +193,8 @@ def test_a_server_ignoring_range_is_left_before_the_body_is_downloaded(cli, hub_
     assert request["status"] == 200 and request["bytes"] < 4 << 20  # what the socket buffers took, of 64 MiB
 
 
-def test_a_file_replaced_before_the_run_changes_the_etag_and_stops_a_cached_run(cli, hub_server, hub_root, tmp_path):
-    server = hub_server(hub_root)
+def test_a_file_replaced_before_the_run_changes_the_etag_and_stops_a_cached_run(cli, hub_server, derived_pair_root, tmp_path):
+    server = hub_server(derived_pair_root)
     first = cli(*COMPARE, "--out", tmp_path / "first.json")  # caches headers (with their ETags) and ranges
     assert first.code == 0, first.err
     server.faults.add("change", "*.safetensors", -1, repo="acme/b")
@@ -212,8 +202,8 @@ def test_a_file_replaced_before_the_run_changes_the_etag_and_stops_a_cached_run(
     assert_one_clear_line(run, "acme/b/model-0000", "changed during the run")
 
 
-def test_a_slow_server_is_retried_after_the_read_timeout(cli, hub_server, hub_root, tmp_path):
-    server = hub_server(hub_root)
+def test_a_slow_server_is_retried_after_the_read_timeout(cli, hub_server, derived_pair_root, tmp_path):
+    server = hub_server(derived_pair_root)
     server.faults.add("slow", "model-00001-of-00002.safetensors", 1, delay_s=1.0, repo="acme/a")
     out = tmp_path / "slow.json"
     run = cli(*COMPARE, "--out", out, "--no-cache")
@@ -225,9 +215,9 @@ def test_a_slow_server_is_retried_after_the_read_timeout(cli, hub_server, hub_ro
     assert numbers(out) == clean_numbers(cli, tmp_path)
 
 
-def test_a_persistent_read_timeout_is_retried_only_as_often_as_configured(cli, hub_server, hub_root, monkeypatch):
+def test_a_persistent_read_timeout_is_retried_only_as_often_as_configured(cli, hub_server, derived_pair_root, monkeypatch):
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
-    server = hub_server(hub_root)
+    server = hub_server(derived_pair_root)
     server.faults.add("slow", "model-00001-of-00002.safetensors", -1, delay_s=1.0, repo="acme/a")
     run = cli("inspect", "acme/a", "--no-cache")
     assert_one_clear_line(run, "ReadTimeout")
@@ -238,9 +228,9 @@ def test_a_persistent_read_timeout_is_retried_only_as_often_as_configured(cli, h
 # -- resumed runs ---------------------------------------------------------------------------------------------------
 
 
-def test_a_resumed_run_reuses_the_cache_and_gives_identical_numbers(cli, hub_server, hub_root, tmp_path, monkeypatch):
+def test_a_resumed_run_reuses_the_cache_and_gives_identical_numbers(cli, hub_server, derived_pair_root, tmp_path, monkeypatch):
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
-    server = hub_server(hub_root)
+    server = hub_server(derived_pair_root)
     server.faults.add("503", "*.safetensors", -1, repo="acme/b", after=2)  # b's headers pass, its tensors fail
     out = tmp_path / "run.json"
     failed = cli(*COMPARE, "--out", out)
@@ -256,9 +246,9 @@ def test_a_resumed_run_reuses_the_cache_and_gives_identical_numbers(cli, hub_ser
     assert numbers(out) == numbers(tmp_path / "again.json") == clean_numbers(cli, tmp_path)
 
 
-def test_ranges_fetched_before_a_failure_are_kept_for_the_next_run(cli, hub_server, hub_root, tmp_path, monkeypatch):
+def test_ranges_fetched_before_a_failure_are_kept_for_the_next_run(cli, hub_server, derived_pair_root, tmp_path, monkeypatch):
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
-    server = hub_server(hub_root)
+    server = hub_server(derived_pair_root)
     server.faults.add("503", "model-00002-of-00002.safetensors", -1, repo="acme/a", after=1)
     assert_one_clear_line(cli(*COMPARE, "--out", tmp_path / "run.json", "--workers", "1"), "answered HTTP 503")
     fetched = {(e["path"], e["range"]) for e in data_requests(server) if e["status"] == 206 and "/a/" in e["path"]}
@@ -285,8 +275,8 @@ def run_script(*args, env: dict, timeout: float = 120) -> Run:
 
 
 @pytest.mark.slow
-def test_every_fault_through_the_console_script(hub_server, hub_root, tmp_path):
-    server = hub_server(hub_root, cdn=True)
+def test_every_fault_through_the_console_script(hub_server, derived_pair_root, tmp_path):
+    server = hub_server(derived_pair_root, cdn=True)
     env = {**os.environ, "SOLARFORENSICS_RETRIES": str(RETRIES), "SOLARFORENSICS_TIMEOUT": "0.5"}
     clean = run_script(*COMPARE, "--out", tmp_path / "clean.json", "--no-cache", env=env)
     assert clean.code == 0, clean.err
@@ -300,7 +290,7 @@ def test_every_fault_through_the_console_script(hub_server, hub_root, tmp_path):
         assert run.code == 0, (name, run.err)
         assert numbers(tmp_path / "t.json") == expected, name
         outcomes.append(f"{name}: clean numbers in {run.seconds:.1f} s")
-    plain = hub_server(hub_root)  # without the CDN: a fault's `after` counts data requests, not redirect hops
+    plain = hub_server(derived_pair_root)  # without the CDN: a fault's `after` counts data requests, not redirect hops
     env["HF_ENDPOINT"] = plain.url
     for name, (kind, params, message) in PERSISTENT.items():
         plain.faults.clear()
