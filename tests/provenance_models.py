@@ -57,6 +57,31 @@ def rescale_gains(src: Path, out: Path, seed: int = 0) -> Path:
     return save(out, config, tensors, src)
 
 
+def rotate_residual(src: Path, out: Path, seed: int = 0) -> Path:
+    """The same function in a randomly rotated residual basis (llama-style pre-norm): every gain folded into its
+    readers and set to 1 (RMSNorm then commutes with an orthogonal map), embeddings E Q, readers W Q, writers Q^T W."""
+    config, tensors = load(src)
+    family = find_family(config, tensors)
+    by_key = {(m.role, m.layer): m.name for m in family.classify(tensors)[0] if m.expert is None}
+    work = {name: t.double() for name, t in tensors.items()}
+    for (role, layer), name in by_key.items():
+        readers = READERS.get(role, ("lm_head",) if role == "final_norm" else ())
+        for reader in readers:
+            if (reader, layer) in by_key:
+                work[by_key[(reader, layer)]] *= work[name][None, :]
+        if readers:
+            work[name] = torch.ones_like(work[name])
+    hidden = work[by_key[("embed", None)]].shape[1]
+    q, _ = torch.linalg.qr(torch.from_numpy(np.random.default_rng(seed).standard_normal((hidden, hidden))))
+    writers = ("o", "mlp_down")
+    for (role, _), name in by_key.items():
+        if role in ("embed",) or role in READERS["attn_norm"] + READERS["mlp_norm"] + ("lm_head",):
+            work[name] = work[name] @ q
+        elif role in writers:
+            work[name] = q.T @ work[name]
+    return save(out, config, {n: work[n].to(tensors[n].dtype) for n in tensors}, src)
+
+
 def duplicate_layers(src: Path, out: Path, order: list[int]) -> Path:
     """A deeper model whose layer i is a copy of layer order[i] of the source (e.g. [0, 1, 2, 3, 2, 3, 4, 5])."""
     config, tensors = load(src)

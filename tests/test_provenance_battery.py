@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
@@ -15,7 +16,7 @@ from solarforensics.metrics.stats import fisher_combine
 from solarforensics.results.document import schema, validate_document
 from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
 
-from provenance_models import duplicate_layers, new_vocabulary, rescale_gains, unrelated_layout
+from provenance_models import duplicate_layers, new_vocabulary, rescale_gains, rotate_residual, unrelated_layout
 
 SIZE = {"hidden_size": 128, "num_layers": 6}
 MOE_SIZE = {"hidden_size": 128}
@@ -32,6 +33,8 @@ def zoo(tmp_path_factory) -> dict[str, Path]:
         "base": base,
         "copy": Path(shutil.copytree(base, root / "copy")),
         "disguised": rescale_gains(permute_residual(tuned, root / "permuted", seed=3), root / "disguised", seed=4),
+        "rotated": derive_checkpoint(rotate_residual(tuned, root / "rotated-exact", seed=5), root / "rotated",
+                                     noise=0.02, seed=7),
         "upscaled": derive_checkpoint(duplicate_layers(base, root / "deeper", [0, 1, 2, 3, 2, 3, 4, 5]),
                                       root / "upscaled", noise=0.05),
         "new-vocab": derive_checkpoint(new_vocabulary(base, root / "vocab", 384, seed=9), root / "new-vocab",
@@ -166,3 +169,43 @@ def schema_errors(doc: dict) -> list[str]:
     from jsonschema import Draft202012Validator
 
     return [error.message for error in Draft202012Validator(schema()).iter_errors(doc)]
+
+
+def test_large_w_q_is_streamed_layer_by_layer_with_the_same_cka(zoo, monkeypatch):
+    held = run(zoo["base"], zoo["disguised"], tests="cka-q")
+    monkeypatch.setattr("solarforensics.analyses.provenance.STREAM_ABOVE", 0)  # as if W_Q weighed gigabytes
+    streamed = run(zoo["base"], zoo["disguised"], tests="cka-q")
+    assert streamed["layer_matrices"]["attn-q CKA"] == held["layer_matrices"]["attn-q CKA"]
+    assert row(streamed, "attention-cka")["statistic"] == row(held, "attention-cka")["statistic"]
+    assert streamed["planned_bytes"] == held["planned_bytes"]
+    assert sum(s["bytes_transferred"] for s in streamed["sources"]) == sum(s["bytes_transferred"]
+                                                                          for s in held["sources"])
+
+
+def test_folded_layers_reads_what_is_missing_and_lets_it_go(zoo):
+    from solarforensics.analyses.tests.weights import ModelWeights
+    from solarforensics.sources.spec import open_source
+
+    weights = ModelWeights.of("A", open_source(str(zoo["base"])))
+    weights.tensors = weights.source.read_tensors(weights.names_for(["attn_norm"]))
+    norms = set(weights.tensors)
+    layers = weights.layers_with("q")
+    seen = [(layer, w.shape) for layer, w in weights.folded_layers("q", layers, batch_bytes=1)]
+    assert [layer for layer, _ in seen] == layers and set(weights.tensors) == norms
+    weights.tensors.update(weights.source.read_tensors(weights.names_for(["q"])))
+    for layer, w in weights.folded_layers("q", layers):
+        assert torch.equal(w, weights.folded("q", layer))
+
+
+def test_a_rotated_residual_stream_is_undone_through_the_shared_embeddings(zoo):
+    doc = run(zoo["base"], zoo["rotated"])
+    assert doc["verdict"] == "derived" and "attention-cka" in doc["decisive"]
+    assert doc["alignment"]["method"] == "embeddings-rotation"
+    assert doc["alignment"]["rotation"]["largest_entry_mean"] < 0.5  # a real rotation, not a permutation
+    assert row(doc, "identity")["statistic"]["identical_tensors"] == 0
+
+
+def test_independent_models_are_not_rotated_onto_each_other(zoo):
+    doc = run(zoo["base"], zoo["independent"])
+    candidates = row(doc, "residual-alignment")["candidates"]
+    assert candidates["embeddings-rotation"]["quality"] < 0.8 and doc["alignment"]["method"] != "embeddings-rotation"

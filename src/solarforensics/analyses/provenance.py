@@ -35,6 +35,8 @@ ROLES = {
     "matching": ("mlp_norm", "router", "mlp_gate", "mlp_up", "shared_gate", "shared_up"),
     "corroborative": ("attn_norm", "k", "v"),
 }
+STREAMED = ("q",)  # roles read layer by layer while their test runs, not held for the whole battery...
+STREAM_ABOVE = 1 << 30  # ...when they weigh more than this
 Progress = Callable[[str, int, int], None]
 Announce = Callable[[dict], None]
 
@@ -157,8 +159,19 @@ def _plan(a: ModelWeights, b: ModelWeights, chosen: list[str], token_ids) -> dic
     rows = sum(_row_bytes(w, len(ids)) for w, ids in zip((a, b), token_ids)) if token_ids else 0
     planned = a.source.planned_bytes(names_a) + b.source.planned_bytes(names_b) + rows
     checkpoint = _checkpoint_bytes(a.source) + _checkpoint_bytes(b.source)
-    return {"names_a": list(names_a), "names_b": list(names_b), "per_test": per_test, "planned_bytes": planned,
-            "checkpoint_bytes": checkpoint, "fraction": planned / checkpoint if checkpoint else None}
+    return {"names_a": _held(a, names_a, chosen), "names_b": _held(b, names_b, chosen), "per_test": per_test,
+            "planned_bytes": planned, "checkpoint_bytes": checkpoint,
+            "fraction": planned / checkpoint if checkpoint else None}
+
+
+def _held(w: ModelWeights, names: dict, chosen: list[str]) -> list[str]:
+    """The names read up front. W_Q wanted by cka-q alone, when over STREAM_ABOVE bytes (GBs at full scale), is
+    streamed during CKA instead, so the identity test does not see it."""
+    others = {n for test in chosen if test != "cka-q" for n in w.names_for(ROLES[test])}
+    streamed = set(w.names_for(STREAMED)) - others if "cka-q" in chosen else set()
+    if w.source.planned_bytes(streamed) <= STREAM_ABOVE:
+        return list(names)
+    return [n for n in names if n not in streamed]
 
 
 def _row_bytes(w: ModelWeights, rows: int) -> int:
@@ -211,7 +224,8 @@ class _Battery:
         usable = alignment if alignment is not None else self._unaligned()
         layers = self._timed("cka", self._cka, usable) if {"cka", "cka-q"} & set(self.chosen) else None
         gains = norm_gains.gain_matrices(self.a, self.b, alignment, device) if "norm-gains" in self.chosen else {}
-        self.matrices.update(norm_gains.records(gains, aligned=alignment is not None and alignment.found))
+        aligned = alignment is not None and alignment.found and alignment.basis is None
+        self.matrices.update(norm_gains.records(gains, aligned=aligned))
         if layers is None and gains:
             mean = norm_gains.mean_gain_matrix(gains)
             layers = align_layers(*mean, "mean centered correlation of norm gains") if mean else None
@@ -248,15 +262,16 @@ class _Battery:
     def _align(self, token_reason: str | None) -> Alignment | None:
         seed, reasons, candidates = self.request.seed, [], []
         if self.a.embed_rows is not None and self.b.embed_rows is not None:
-            candidates.append(residual_alignment.embedding_alignment(self.a.embed_rows, self.b.embed_rows, seed,
-                                                                     self.device))
+            for align in (residual_alignment.embedding_alignment, residual_alignment.rotation_alignment):
+                candidates.append(align(self.a.embed_rows, self.b.embed_rows, seed, self.device))
         elif token_reason:
             reasons.append(f"embeddings not used: {token_reason}")
         signatures = residual_alignment.signature_alignment(self.a, self.b, seed, self.device)
         if signatures is None:
             reasons.append("no residual-reading matrices in both models for the signature fallback")
         candidates.append(signatures)
-        chosen = residual_alignment.choose(candidates, self.thresholds["alignment"]["min_effect"])
+        limits = self.thresholds["alignment"]
+        chosen = residual_alignment.choose(candidates, limits["min_effect"], limits.get("min_rotation_quality", 1.0))
         self.tests.append(residual_alignment.alignment_test(chosen, candidates, reasons))
         return chosen
 
@@ -287,7 +302,10 @@ def _alignment_record(alignment: Alignment | None, layers: dict | None, pairing:
                       dims_matched=alignment.dims, signs_flipped=d.get("signs_flipped"),
                       identity_fraction=d.get("identity_fraction"), spearman=d.get("spearman"),
                       residual_map={"a": alignment.index_a.tolist(), "b": alignment.index_b.tolist(),
-                                    "signs": [int(s) for s in alignment.signs.tolist()]})
+                                    "signs": [int(s) for s in alignment.signs.tolist()]},
+                      rotation=None if alignment.basis is None else {
+                          "dims_b": alignment.basis.shape[0], "dims_a": alignment.basis.shape[1],
+                          "largest_entry_mean": d.get("largest_entry_mean")})
     if layers is not None:
         record.update(layer_map=layers["layer_map"], layer_map_source=layers["source"],
                       path_mean=layers["path_mean"], background=layers["background"], margin_z=layers["margin_z"],

@@ -18,10 +18,12 @@ from solarforensics.metrics.stats import fisher_combine, format_p
 
 VERDICTS = ("derived", "independent", "inconclusive")
 TESTED_TRANSFORMATIONS = ("exact and near copies, residual-dimension permutations and sign flips, norm-gain "
-                          "re-absorption, head and hidden-unit permutations, layer duplication, insertion and removal")
+                          "re-absorption, head and hidden-unit permutations, layer duplication, insertion and removal, "
+                          "rotations of the residual stream")
 LIMITS = ("Weight tests cannot see distillation or training on the other model's outputs (that stays inside "
           "independence), and they cannot prove independence beyond the transformations tested: "
-          f"{TESTED_TRANSFORMATIONS}. A rotation of the residual stream, for one, is not undone.")
+          f"{TESTED_TRANSFORMATIONS}. A rotation is undone only through shared-token embeddings: rotated and given "
+          "new embeddings, a derived model would not be aligned.")
 IDENTITY_KEYS = ("identical_tensors", "identical_rows", "identical_windows", "near_equal_tensors")
 
 

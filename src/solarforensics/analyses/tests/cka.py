@@ -20,7 +20,7 @@ import torch
 from solarforensics.analyses.tests.layer_alignment import align_layers, layer_matrix_record, path_mean
 from solarforensics.analyses.tests.residual_alignment import Alignment
 from solarforensics.analyses.tests.weights import ModelWeights, not_applicable, result
-from solarforensics.metrics.cka import cka_matrix, stack_grams
+from solarforensics.metrics.cka import cka_matrix, u_centered_gram
 from solarforensics.metrics.stats import summarize
 
 NAME = "attention-cka"
@@ -28,13 +28,14 @@ ROLES_BY_TEST = {"cka": ("k", "v"), "cka-q": ("q",)}
 NULL_WORK = 2e11  # multiply-adds allowed for the null draws (all roles together): 10 draws for Solar vs GLM
 MIN_DRAWS, MAX_DRAWS = 5, 50
 # Residual dims used as samples at most (a seeded subset of the aligned pairs beyond): the Gram matrices of every
-# layer of both models are held at once, (L_A + L_B) x n^2 x 8 bytes: 3.2 GB per role for Solar vs GLM at 2048.
+# layer of both models are held at once, (L_A + L_B) x n^2 x 8 bytes: 3.2 GB per role for Solar vs GLM at 2048
+# (roles one after another; the weights themselves are streamed a few layers at a time when not already held).
 MAX_SAMPLES = 2048
 
 
-def _features(model: ModelWeights, alignment: Alignment, role: str, layer: int, side: str, device) -> torch.Tensor:
-    """[residual dims, output channels], each dim's row scaled to unit length: what a dim reads, not how loudly."""
-    w = model.folded(role, layer, device=device)
+def _features(w: torch.Tensor, alignment: Alignment, side: str) -> torch.Tensor:
+    """[residual dims, output channels] of a gain-folded matrix, each dim's row scaled to unit length: what a dim
+    reads, not how loudly."""
     x = (alignment.take_a(w) if side == "a" else alignment.take_b(w)).T
     # Per-dim scale is what gains, their re-absorption and the signature alignment all act on; left in, an alignment
     # that pairs dims of similar scale widens the spread of CKA cells and lifts the best path even for unrelated
@@ -57,11 +58,8 @@ def role_matrices(a: ModelWeights, b: ModelWeights, alignment: Alignment, roles:
         layers_a, layers_b = a.layers_with(role), b.layers_with(role)
         if not layers_a or not layers_b or alignment.dims < 4:
             continue
-        squared = not alignment.signs_known
-        grams_a = stack_grams([_features(a, alignment, role, la, "a", device) for la in layers_a],
-                              device=device, accumulate=accumulate, squared=squared)
-        grams_b = stack_grams([_features(b, alignment, role, lb, "b", device) for lb in layers_b],
-                              device=device, accumulate=accumulate, squared=squared)
+        grams_a = _grams(a, alignment, role, layers_a, "a", device, accumulate)
+        grams_b = _grams(b, alignment, role, layers_b, "b", device, accumulate)
         generator = torch.Generator().manual_seed(seed)  # the same draws for every role, so their mean is a draw
         perms = [torch.randperm(alignment.dims, generator=generator).to(grams_b.device) for _ in range(draws)]
         out[role] = {"layers_a": layers_a, "layers_b": layers_b, "matrix": cka_matrix(grams_a, grams_b),
@@ -70,12 +68,25 @@ def role_matrices(a: ModelWeights, b: ModelWeights, alignment: Alignment, roles:
     return out
 
 
+def _grams(model: ModelWeights, alignment: Alignment, role: str, layers: list[int], side: str, device,
+           accumulate: torch.dtype) -> torch.Tensor:
+    """[L, n, n] U-centered Grams, filled one layer at a time: only one layer's matrix is held beside them."""
+    out = None
+    for index, (_, w) in enumerate(model.folded_layers(role, layers, device=device)):
+        gram = u_centered_gram(_features(w, alignment, side), device=device, accumulate=accumulate,
+                               squared=not alignment.signs_known)
+        del w
+        if out is None:
+            out = torch.empty((len(layers), *gram.shape), dtype=gram.dtype, device=gram.device)
+        out[index] = gram
+    return out
+
+
 def _subset(alignment: Alignment, seed: int) -> Alignment:
     if alignment.dims <= MAX_SAMPLES:
         return alignment
     keep = torch.randperm(alignment.dims, generator=torch.Generator().manual_seed(seed))[:MAX_SAMPLES].sort().values
-    return Alignment(alignment.method, alignment.index_a[keep], alignment.index_b[keep], alignment.signs[keep],
-                     alignment.details, alignment.signs_known)
+    return alignment.subset(keep)
 
 
 def mean_matrix(matrices: dict, key: str = "matrix", draw: int | None = None) -> torch.Tensor | None:

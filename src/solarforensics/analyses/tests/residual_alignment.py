@@ -12,7 +12,7 @@ null when B's residual dimensions are exchangeable (independent initialisations)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -21,12 +21,15 @@ from solarforensics.metrics.matching import assign, rank_test
 from solarforensics.metrics.stats import summarize
 
 NAME = "residual-alignment"
+ROTATION_MARGIN = 0.9  # the matching's quality as a fraction of the rotation's, at least, to be preferred
 SIGNATURE_ROLES = ("q", "k", "v", "router", "mlp_gate", "mlp_up", "shared_gate", "shared_up")
 
 
 @dataclass
 class Alignment:
-    """Matched residual dims (index_a[i] of A <-> index_b[i] of B, B's flipped by signs[i]) and how they were found."""
+    """Matched residual dims (index_a[i] of A <-> index_b[i] of B, B's flipped by signs[i]) and how they were found.
+    With a `basis` [d_B, d_A] (a fitted rotation), B's matrices are first mapped into A's basis (W_B @ basis) and
+    the indices then count A's dims."""
 
     method: str
     index_a: torch.Tensor
@@ -34,6 +37,7 @@ class Alignment:
     signs: torch.Tensor
     details: dict = field(default_factory=dict)
     signs_known: bool = True  # False: the method cannot see sign flips (signatures); later tests go sign-blind
+    basis: torch.Tensor | None = None
 
     @classmethod
     def unaligned(cls, dims: int) -> Alignment:
@@ -54,14 +58,19 @@ class Alignment:
 
     def take_b(self, w: torch.Tensor, signed: bool = True) -> torch.Tensor:
         """B's partners along the last axis, sign-flipped (matrices) or not (gains, which a flip leaves alone)."""
+        if self.basis is not None:
+            w = w @ self.basis.to(w.device, w.dtype)
         out = w.index_select(-1, self.index_b.to(w.device))
         return out * self.signs.to(w.device, w.dtype) if signed else out
 
     def permuted_b(self, generator: torch.Generator) -> Alignment:
         """The same alignment with B's partners shuffled: one draw of the 'no correspondence' null."""
         order = torch.randperm(self.dims, generator=generator)
-        return Alignment(self.method, self.index_a, self.index_b[order], self.signs[order], self.details,
-                         self.signs_known)
+        return replace(self, index_b=self.index_b[order], signs=self.signs[order])
+
+    def subset(self, keep: torch.Tensor) -> Alignment:
+        """Only the matched pairs at positions `keep`."""
+        return replace(self, index_a=self.index_a[keep], index_b=self.index_b[keep], signs=self.signs[keep])
 
 
 def _unit_columns(x: torch.Tensor) -> torch.Tensor:
@@ -82,16 +91,18 @@ def null_draws_for(dims: int) -> int:
     return max(3, min(20, int(2e9 / max(dims, 1) ** 3)))
 
 
-def _candidate(method: str, index_a, index_b, signs, quality: float, null: list[float], extra: dict) -> Alignment:
+def _candidate(method: str, index_a, index_b, signs, quality: float, null: list[float], extra: dict,
+               basis: torch.Tensor | None = None) -> Alignment:
     background = summarize(null)
     spread = background["std"] or 0.0
     effect = (quality - background["mean"]) / spread if spread > 0 else None
-    rank = rank_test(index_a.tolist(), index_b.tolist())
+    # A fitted rotation pairs every dim with itself: its order says nothing, so no Spearman test.
+    rank = rank_test(index_a.tolist(), index_b.tolist()).as_dict() if basis is None else None
     details = {"quality": quality, "null": {**background, "draws": len(null)}, "effect": effect,
-               "spearman": rank.as_dict(), "dims_matched": len(index_a),
-               "identity_fraction": float((index_a == index_b).double().mean()) if len(index_a) else None,
-               "signs_flipped": int((signs < 0).sum()), **extra}
-    return Alignment(method, index_a, index_b, signs, details)
+               "spearman": rank, "dims_matched": len(index_a),
+               "identity_fraction": float((index_a == index_b).double().mean()) if len(index_a) and basis is None
+               else None, "signs_flipped": int((signs < 0).sum()), **extra}
+    return Alignment(method, index_a, index_b, signs, details, basis=basis)
 
 
 @torch.no_grad()
@@ -110,6 +121,33 @@ def embedding_alignment(rows_a: torch.Tensor, rows_b: torch.Tensor, seed: int = 
         null.append(_assignment_quality((ea.T @ shuffled).cpu(), absolute=True)[2])
     return _candidate("embeddings", index_a, index_b, signs, quality, null,
                       {"tokens": rows_a.shape[0], "null_kind": "shared tokens shuffled between the models"})
+
+
+def _rotation(ea: torch.Tensor, eb: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Orthogonal Procrustes: the basis M [d_B, d_A] (orthonormal columns) that best maps B's columns onto A's, and
+    the mean cosine of every A column with its mapped partner."""
+    u, _, vh = torch.linalg.svd(ea.T @ eb, full_matrices=False)
+    basis = (u @ vh).T
+    mapped = _unit_columns(eb @ basis)
+    return basis, float((ea * mapped).sum(dim=0).mean())
+
+
+@torch.no_grad()
+def rotation_alignment(rows_a: torch.Tensor, rows_b: torch.Tensor, seed: int = 0, device="cpu") -> Alignment:
+    """Align by the best rotation of B's residual stream onto A's (shared-token embedding rows as for
+    embedding_alignment): sees through a rotated residual basis, which defeats any dimension matching."""
+    ea = _unit_columns(rows_a.to(device, torch.float64))
+    eb = _unit_columns(rows_b.to(device, torch.float64))
+    basis, quality = _rotation(ea, eb)
+    generator = torch.Generator().manual_seed(seed)
+    null = [_rotation(ea, eb[torch.randperm(eb.shape[0], generator=generator).to(eb.device)])[1]
+            for _ in range(null_draws_for(ea.shape[1]))]
+    index = torch.arange(ea.shape[1])
+    peak = basis.abs().amax(dim=0).mean()  # 1 for a signed permutation, ~sqrt(2 log d / d) for a random rotation
+    return _candidate("embeddings-rotation", index, index.clone(), torch.ones(len(index), dtype=torch.float64),
+                      quality, null, {"tokens": rows_a.shape[0], "largest_entry_mean": float(peak),
+                                      "null_kind": "shared tokens shuffled between the models"},
+                      basis=basis.cpu())
 
 
 def _signatures(model: ModelWeights, pairs: list[tuple[str, int]]) -> torch.Tensor:
@@ -168,15 +206,24 @@ def signature_alignment(a: ModelWeights, b: ModelWeights, seed: int = 0, device=
     return found
 
 
-def choose(candidates: list[Alignment], min_effect: float) -> Alignment | None:
-    """Embeddings when they align clearly; otherwise the candidate that stands out most from its null."""
+def choose(candidates: list[Alignment], min_effect: float, min_rotation_quality: float = 1.0) -> Alignment | None:
+    """Embeddings when they align clearly; else a rotation when it maps B's embeddings onto A's almost exactly
+    (independently trained embeddings also rotate onto each other, loosely: only a near-copy counts); otherwise
+    the dimension matching that stands out most from its null."""
     usable = [c for c in candidates if c is not None and c.details.get("effect") is not None]
-    if not usable:
-        return None
-    for candidate in usable:
-        if candidate.method == "embeddings" and candidate.details["effect"] >= min_effect:
-            return candidate
-    return max(usable, key=lambda c: c.details["effect"])
+    by_method = {c.method: c for c in usable}
+    matching, rotation = by_method.get("embeddings"), by_method.pop("embeddings-rotation", None)
+    if rotation is not None and (rotation.details["quality"] < min_rotation_quality
+                                 or rotation.details["effect"] < min_effect):
+        rotation = None
+    # A permuted copy is also a rotation: the matching is kept whenever it explains nearly as much (it alone gives a
+    # permutation with an exact test); a rotated copy leaves the matching far behind.
+    if matching is not None and matching.details["effect"] >= min_effect and (
+            rotation is None or matching.details["quality"] >= ROTATION_MARGIN * rotation.details["quality"]):
+        return matching
+    if rotation is not None:
+        return rotation
+    return max(by_method.values(), key=lambda c: c.details["effect"], default=None)
 
 
 def alignment_test(chosen: Alignment | None, candidates: list[Alignment], reasons: list[str]) -> dict:
@@ -185,12 +232,18 @@ def alignment_test(chosen: Alignment | None, candidates: list[Alignment], reason
         return result(NAME, False, notes="; ".join(reasons) or "no way to align the residual dimensions",
                       reason="; ".join(reasons))
     d = chosen.details
-    rank = d["spearman"]
+    rank = d["spearman"] or {"p_value": None, "log10_p_value": None}
     effect = d["effect"]
-    flips = f"{d['signs_flipped']} signs flipped" if chosen.signs_known else "signs unknown (sign-blind tests follow)"
-    notes = (f"{chosen.method}: {d['dims_matched']} dims matched, {flips}, "
-             f"{100 * (d['identity_fraction'] or 0):.0f}% at the same index; p: Spearman of the matching vs the "
-             f"identity ({rank['method']}), exact under exchangeable residual dims")
+    if chosen.basis is not None:
+        notes = (f"{chosen.method}: B's residual stream rotated onto A's (orthogonal Procrustes on {d['tokens']} "
+                 f"shared tokens; mean largest |entry| per column {d['largest_entry_mean']:.2f}, 1 = a signed "
+                 "permutation); no p-value: a fitted rotation has no exchangeability null")
+    else:
+        flips = f"{d['signs_flipped']} signs flipped" if chosen.signs_known else \
+            "signs unknown (sign-blind tests follow)"
+        notes = (f"{chosen.method}: {d['dims_matched']} dims matched, {flips}, "
+                 f"{100 * (d['identity_fraction'] or 0):.0f}% at the same index; p: Spearman of the matching vs the "
+                 f"identity ({rank['method']}), exact under exchangeable residual dims")
     if reasons:
         notes += "; " + "; ".join(reasons)
     return result(NAME, statistic=d["quality"], null=d["null"], p_value=rank["p_value"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -104,6 +105,26 @@ class ModelWeights:
         if norm is None or not self.has(norm, layer):
             return w
         return w * self.gain(norm, layer, dtype, device)[None, :]
+
+    def folded_layers(self, role: str, layers: list[int], device="cpu", batch_bytes: int = 512 << 20
+                      ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(layer, W diag(g)) for each layer; tensors not held yet are read in batches of about `batch_bytes` and
+        let go after use, so a role too big to hold for every layer at once (W_Q of a 100B model) stays bounded."""
+        pending: list[int] = []
+        for index, layer in enumerate(layers):
+            pending.append(layer)
+            missing = [n for n in self.names_for([role], pending) if n not in self.tensors]
+            size = sum(self.source.ref(n).nbytes for n in missing)
+            if size < batch_bytes and index + 1 < len(layers):
+                continue
+            self.tensors.update(self.source.read_tensors(missing))
+            try:
+                for done in pending:
+                    yield done, self.folded(role, done, device=device)
+            finally:
+                for name in missing:
+                    self.tensors.pop(name, None)
+            pending = []
 
 
 def proportional_pairs(layers_a: list[int], layers_b: list[int]) -> list[tuple[int, int]]:
