@@ -29,6 +29,8 @@ def provenance(
     budget_bytes: BudgetBytes = None,
     device: Device = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    thresholds: Annotated[str | None, typer.Option("--thresholds", help="Verdict thresholds file (default "
+                                                                        "configs/verdict.toml).")] = None,
     out_file: OutFile = None,
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
@@ -39,7 +41,8 @@ def provenance(
     """Was one model initialised from the other? Identity, alignment, attention CKA, layer map, matching; a verdict."""
     from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
 
-    request = ProvenanceRequest(a, b, tests=tests, budget_bytes=budget_bytes, device=device, seed=seed)
+    request = ProvenanceRequest(a, b, tests=tests, budget_bytes=budget_bytes, device=device, seed=seed,
+                                thresholds=thresholds)
     with byte_progress(not as_json) as progress:
         fields = provenance_models(request, options(endpoint, no_cache, workers, max_gap), progress, _announce)
     finish("provenance", fields, out_file or default_out_path("provenance", [a, b]), as_json)

@@ -1,5 +1,7 @@
 """The `zoo build` and `validate` commands: the labelled ground truth and the tool's measured error rates on it."""
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -7,6 +9,7 @@ import typer
 
 from solarforensics.cli_app import app, err, finish
 from solarforensics.cli_options import JsonOut, OutFile
+from solarforensics.errors import NotFoundError
 from solarforensics.results.document import default_out_path
 
 zoo_app = typer.Typer(help="The ground-truth zoo: tiny models trained here, with labelled pairs.", no_args_is_help=True)
@@ -39,11 +42,38 @@ def validate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of provenance's random draws.")] = 0,
     permutations: Annotated[int, typer.Option("--permutations", help="Permutations of the norm-gain test.")] = 999,
     no_peer: Annotated[bool, typer.Option("--no-peer", help="Do not run the peer tool modeldna.")] = False,
+    via_hub: Annotated[bool, typer.Option("--via-hub", help="Read every model over HTTP from a local Hub server "
+                                                            "serving the zoo (repos zoo/NAME), not from its folder.")] = False,
+    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Verdict thresholds file to run with "
+                                                                         "(default configs/verdict.toml).")] = None,
+    write_thresholds: Annotated[bool, typer.Option("--write-thresholds", help="Rewrite that file with the values "
+                                                   "fitted on the zoo's training split.")] = False,
     out_file: OutFile = None,
     as_json: JsonOut = False,
 ) -> None:
     """Run provenance on every labelled pair of a zoo: confusion matrix, accuracy, FPR, AUC per test, KS, peer tool."""
+    from solarforensics.analyses.models import OpenOptions
     from solarforensics.analyses.validate import ValidateRequest, validate_zoo
 
-    fields = validate_zoo(ValidateRequest(str(zoo), seed=seed, permutations=permutations, peer=not no_peer))
-    finish("validation", fields, out_file or default_out_path("validation", [zoo.name or "zoo"]), as_json)
+    request = ValidateRequest(str(zoo), seed=seed, permutations=permutations, peer=not no_peer,
+                              thresholds=str(thresholds) if thresholds else None, write_thresholds=write_thresholds)
+    out_path = out_file or default_out_path("validation", [zoo.name or "zoo"])
+    if not via_hub:
+        fields = validate_zoo(request)
+    else:
+        with _zoo_hub(zoo) as endpoint:
+            fields = validate_zoo(request, options=OpenOptions(endpoint=endpoint, use_cache=False), hub_owner="zoo")
+    finish("validation", fields, out_path, as_json)
+
+
+@contextmanager
+def _zoo_hub(zoo: Path):
+    """A local Hub on 127.0.0.1 serving the zoo's model folders as repos zoo/NAME, for as long as the block runs."""
+    from solarforensics.testing.hub_server import HubServer
+
+    if not zoo.is_dir():
+        raise NotFoundError(f"no zoo folder {zoo}", "build it first: solarforensics zoo build DIR")
+    with tempfile.TemporaryDirectory(prefix="solarforensics-zoo-hub-") as root:
+        (Path(root) / "zoo").symlink_to(zoo.resolve(), target_is_directory=True)
+        with HubServer(root) as server:
+            yield server.url

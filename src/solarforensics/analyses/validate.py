@@ -6,6 +6,7 @@ per pair; fit the verdict thresholds on a training split and report them on the 
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import itertools
 import time
@@ -13,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from solarforensics.analyses.models import OpenOptions
 from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
-from solarforensics.analyses.verdict import VERDICTS, decide, load_thresholds
+from solarforensics.analyses.verdict import VERDICTS, decide, load_thresholds, write_thresholds
 from solarforensics.zoo import peer
 from solarforensics.zoo.build import read_manifest
 
@@ -30,23 +32,28 @@ class ValidateRequest:
     seed: int = 0
     permutations: int = 999
     peer: bool = True
+    thresholds: str | None = None  # the verdict.toml provenance runs with (default configs/verdict.toml)
+    write_thresholds: bool = False  # rewrite that file with the values fitted on the training split
 
 
-def validate_zoo(request: ValidateRequest, progress: Progress | None = None) -> dict:
-    """The fields of a `validation` results document."""
+def validate_zoo(request: ValidateRequest, progress: Progress | None = None, options: OpenOptions | None = None,
+                 hub_owner: str | None = None) -> dict:
+    """The fields of a `validation` results document. With `hub_owner`, model M is read as the Hub repo
+    `hub_owner/M` through `options` (a local Hub serving the zoo) instead of from its folder."""
     started = time.perf_counter()
     folder = Path(request.zoo)
     manifest = read_manifest(folder)
-    provisional = load_thresholds()
+    provisional = load_thresholds(request.thresholds)
     exe = peer.find_modeldna() if request.peer else None
     rows, runs = [], []
     for index, pair in enumerate(manifest["pairs"]):
         if progress:
             progress("pairs", index, len(manifest["pairs"]))
         path_a, path_b = (folder / manifest["models"][pair[s]]["path"] for s in ("a", "b"))
+        spec_a, spec_b = (f"{hub_owner}/{p.name}" if hub_owner else str(p) for p in (path_a, path_b))
         t0 = time.perf_counter()
-        doc = provenance_models(ProvenanceRequest(str(path_a), str(path_b), seed=request.seed,
-                                                  permutations=request.permutations))
+        doc = provenance_models(ProvenanceRequest(spec_a, spec_b, seed=request.seed, permutations=request.permutations,
+                                                  thresholds=request.thresholds), options)
         row = {"a": pair["a"], "b": pair["b"], "label": pair["label"], "transformations": pair["transformations"],
                "verdict": doc["verdict"], "log10_p": doc["log10_p_value"], "decisive": doc["decisive"],
                "seconds": time.perf_counter() - t0,
@@ -61,9 +68,11 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None) -> 
     test_runs = [r for r in runs if r[0]["split"] == "test"]
     fields = {
         "zoo": {"path": str(folder), "size": manifest.get("size"), "seed": manifest.get("seed"),
-                "models": len(manifest["models"]), "pairs": len(rows), "corpus": manifest.get("corpus")},
+                "models": len(manifest["models"]), "pairs": len(rows), "corpus": manifest.get("corpus"),
+                "read_through": "a local Hub server (HTTP range reads)" if hub_owner else "local folders"},
         **rates(rows), "pairs": rows, "per_test_auc": per_test_auc(rows), "ks": ks_uniform(rows),
         "thresholds": {
+            "file": provisional["path"], "written": False,
             "provisional": {"status": provisional.get("status"), "derived": provisional["derived"],
                             "independent": provisional["independent"],
                             "test_split": rates([_redecide(r, provisional) for r in test_runs])},
@@ -73,6 +82,15 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None) -> 
         "peer": peer_summary(rows, exe, request.peer),
         "bytes_total": sum(r["bytes"] for r in rows), "seconds_total": sum(r["seconds"] for r in rows),
     }
+    if request.write_thresholds and fitted:
+        held_out = fields["thresholds"]["fitted"]["test_split"]["accuracy"]
+        source = (f"solarforensics validate --write-thresholds, {datetime.date.today().isoformat()}: grid fit on "
+                  f"{fitted['n_train']} training pairs of zoo size {manifest.get('size')} seed {manifest.get('seed')}"
+                  f"; held-out accuracy {'n/a' if held_out is None else f'{100 * held_out:.0f}%'} on "
+                  f"{len(test_runs)} pairs")
+        write_thresholds(provisional["path"], {"derived": fitted["derived"], "independent": fitted["independent"]},
+                         "fitted", source)
+        fields["thresholds"].update(written=True, written_source=source)
     fields["summary"] = {"statements": statements(fields)}
     fields["timings"] = {"total_s": time.perf_counter() - started}
     fields["device"] = "cpu"
@@ -215,7 +233,10 @@ def statements(fields: dict) -> list[str]:
     if fitted:
         out.append(f"Thresholds fitted on {fitted['n_train']} training pairs; on the held-out pairs accuracy "
                    f"{pct(fitted['test_split']['accuracy'])} vs {pct(fields['thresholds']['provisional']['test_split']['accuracy'])} "
-                   "with the provisional thresholds. configs/verdict.toml is not rewritten.")
+                   f"with the thresholds it ran with ({fields['thresholds']['provisional']['status']}). "
+                   + (f"Written to {fields['thresholds']['file']}; the verdicts above used the old values."
+                      if fields["thresholds"]["written"] else
+                      f"{fields['thresholds']['file']} is not rewritten (--write-thresholds does)."))
     else:
         out.append("Thresholds not fitted: the training split lacks a derived or an independent pair.")
     p = fields["peer"]

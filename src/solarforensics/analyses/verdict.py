@@ -8,13 +8,16 @@ expert or hidden-unit order is a symmetry of its own, so those per-layer p-value
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from pathlib import Path
 
 from solarforensics.datafiles import config_path
 from solarforensics.errors import FormatError
 from solarforensics.metrics.stats import fisher_combine, format_p
+from solarforensics.results.document import write_bytes_atomic
 
 VERDICTS = ("derived", "independent", "inconclusive")
 TESTED_TRANSFORMATIONS = ("exact and near copies, residual-dimension permutations and sign flips, norm-gain "
@@ -41,6 +44,35 @@ def load_thresholds(path: str | Path | None = None) -> dict:
         raise FormatError(f"verdict thresholds file {file} is malformed ({exc})",
                           "it needs [derived], [independent] and [alignment] tables") from None
     return {**data, "path": str(file)}
+
+
+def write_thresholds(path: str | Path, values: dict, status: str, source: str) -> Path:
+    """Rewrite a thresholds file in place: each `key = value` line of the tables in `values` (and the top-level
+    status and source) gets its new value; comments, order and every other line stay. Written atomically."""
+    file = Path(path)
+    load_thresholds(file)  # a malformed file is refused before anything is written
+    section, out, seen = None, [], set()
+    top = {"status": status, "source": source}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        header = re.fullmatch(r"\s*\[([A-Za-z0-9_]+)\]\s*", line)
+        assignment = re.fullmatch(r"(\s*)([A-Za-z0-9_]+)(\s*=\s*)(.*)", line)
+        if header:
+            section = header.group(1)
+        elif assignment:
+            table = top if section is None else values.get(section, {})
+            key = assignment.group(2)
+            if key in table:
+                line = f"{assignment.group(1)}{key}{assignment.group(3)}{json.dumps(table[key])}"
+                seen.add((section, key))
+        out.append(line)
+    missing = [f"{t}.{k}" for t, table in values.items() if isinstance(table, dict) for k in table
+               if (t, k) not in seen]
+    if missing:
+        raise FormatError(f"verdict thresholds file {file} has no line for {', '.join(missing)}",
+                          "restore configs/verdict.toml from the repository")
+    write_bytes_atomic(("\n".join(out) + "\n").encode("utf-8"), file)
+    load_thresholds(file)
+    return file
 
 
 def combined_p(tests: list[dict]) -> tuple[float | None, float | None, list[str]]:
