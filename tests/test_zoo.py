@@ -2,7 +2,6 @@
 tiny zoo with the full pair list (slow)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -32,8 +31,10 @@ def test_micro_zoo_builds_caches_and_validates_end_to_end(cli, tmp_path):
     assert code == 0, err
     assert out.strip() == str(zoo / "manifest.json")
     manifest = json.loads((zoo / "manifest.json").read_text())
-    assert (manifest["size"], manifest["seed"], manifest["family"]) == ("micro", 3, "llama")
+    assert (manifest["size"], manifest["seed"], manifest["family"], manifest["families"]) == ("micro", 3, "llama",
+                                                                                              ["llama"])
     assert sorted(manifest["models"]) == ["base", "ft", "ft-disguised", "indep-seed"]
+    assert {entry["family"] for entry in manifest["models"].values()} == {"llama"}
     assert [(p["a"], p["b"], p["label"]) for p in manifest["pairs"]] == MICRO_PAIRS
     for name in manifest["models"]:
         files = sorted(f.name for f in (zoo / name).iterdir())
@@ -82,11 +83,19 @@ def test_disguise_keeps_the_function(cli, tmp_path):
 def test_tiny_plan_lists_every_transformation_once_with_both_labels():
     models, pairs = plan(SIZES["tiny"], seed=0)
     names = [m.name for m in models]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 26
     assert all(parent in names[:names.index(m.name)] for m in models for parent in m.parents)
-    assert {m.op for m in models} == {"train", "tune", "upscale", "prune", "vocab", "quant", "merge", "disguise"}
+    assert {m.op for m in models} == {"train", "distil", "tune", "upscale", "prune", "vocab", "upcycle", "quant",
+                                      "merge", "disguise"}
+    assert len({(p.a, p.b) for p in pairs}) == len(pairs) == 32
     labels = [p.label for p in pairs]
-    assert (labels.count("derived"), labels.count("independent")) == (12, 8)
+    assert (labels.count("derived"), labels.count("independent")) == (19, 13)
+    transformations = {t for p in pairs for t in p.transformations}
+    assert {"expert permutation", "dense -> MoE sparse upcycling", "head permutation", "MLP neuron permutation",
+            "matrix scaling", "residual rotation", "short fine-tune",
+            "distillation from A's outputs (H0 holds: no weights shared)"} <= transformations
+    micro_models, micro_pairs = plan(SIZES["micro"], seed=0)
+    assert [m.name for m in micro_models] == names[:4] and micro_pairs == pairs[:4]
 
 
 def test_broken_manifest_is_one_line_and_nonzero(cli, tmp_path):
@@ -114,6 +123,6 @@ def test_tiny_zoo_every_verdict_without_false_positives(cli, tmp_path):
     code, out, err = cli("validate", "--zoo", zoo, "--no-peer", "--json", "--out", tmp_path / "v.json")
     assert code == 0, err
     doc = json.loads(out)
-    assert len(doc["pairs"]) == 20 and _schema_errors(doc) == []
+    assert len(doc["pairs"]) == 32 and _schema_errors(doc) == []
     assert doc["false_positive_rate"] == 0.0 and doc["true_positive_rate"] == 1.0
     assert all(p["verdict"] == "derived" for p in doc["pairs"] if p["label"] == "derived")

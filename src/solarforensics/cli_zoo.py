@@ -23,7 +23,8 @@ def zoo_build(
                                                      "(4 models, for tests).")] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Seed of every init, data order and disguise.")] = 0,
 ) -> None:
-    """Train the zoo's tiny llama-style models on the CPU, derive and disguise them, write the manifest."""
+    """Train the zoo's tiny dense (llama) and MoE (mixtral) models on the CPU, derive and disguise them, write the
+    manifest."""
     from solarforensics.zoo.build import MANIFEST, build_zoo
 
     def log(line: str) -> None:

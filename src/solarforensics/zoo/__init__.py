@@ -1,1 +1,2 @@
-"""The ground-truth zoo: tiny llama-style decoders trained here on the CPU, derived and disguised, with a manifest."""
+"""The ground-truth zoo: tiny dense (llama) and MoE (mixtral) decoders trained here on the CPU, derived and
+disguised, with a manifest."""

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from solarforensics.errors import FormatError, SpecError
 from solarforensics.testing.checkpoints import permute_residual
-from solarforensics.zoo import transforms
+from solarforensics.zoo import moe, transforms
 from solarforensics.zoo.corpus import corpus_text, stdlib_files, token_ids, train_tokenizer
-from solarforensics.zoo.train import Schedule, Shape, TinyLlama, init_model, load_model, save_model, train
+from solarforensics.zoo.train import MoEShape, Schedule, Shape, init_model, load_model, save_model, train
 
 MANIFEST = "manifest.json"
 ZOO_VERSION = 1
@@ -48,7 +49,7 @@ SIZES = {
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    op: str  # train | tune | upscale | prune | vocab | quant | merge | disguise
+    op: str  # train | distil | tune | upscale | prune | vocab | upcycle | quant | merge | disguise
     parents: tuple[str, ...] = ()
     params: dict = field(default_factory=dict)
     steps: str = ""  # what was done, for the pair's transformation list
@@ -92,7 +93,8 @@ def plan(size: Size, seed: int) -> tuple[list[Recipe], list[Pair]]:
         Recipe("prune", "prune", ("base",), {**tune, "order": s + 205, "keep": 3 * size.shape.intermediate // 4},
                "width pruning (25% of MLP units dropped) + training"),
         Recipe("vocab", "vocab", ("base",), {**tune, "steps": 2 * size.tune_steps, "order": s + 206,
-                                             "init": s + 401}, "vocabulary swap (new tokenizer, new embeddings) + training"),
+                                             "init": s + 401},
+               "vocabulary swap (new tokenizer, new embeddings) + training"),
         Recipe("quant", "quant", ("base",), {}, "int8 quantise-dequantise"),
         Recipe("merge", "merge", ("ft", "ft2"), {}, "average of two fine-tunes"),
         Recipe("cpt-disguised", "disguise", ("cpt",), {"permute": s + 303, "dtype": "bfloat16"},
@@ -118,6 +120,52 @@ def plan(size: Size, seed: int) -> tuple[list[Recipe], list[Pair]]:
         Pair("base", "cpt-disguised", "derived", ("continued pre-training", "residual permutation", "bfloat16")),
         Pair("base", "upscale-disguised", "derived", ("depth up-scaling", "training", "norm-gain rescaling",
                                                       "residual permutation")),
+    ]
+    more_models, more_pairs = _plan_more(size, seed)
+    return models + more_models, pairs + more_pairs
+
+
+def _plan_more(size: Size, seed: int) -> tuple[list[Recipe], list[Pair]]:
+    """MoE models, sparse upcycling, unit/scaling/rotation disguises, distillation, a corpus with its own tokenizer."""
+    s = seed
+    tune = {"steps": size.tune_steps, "lr": 1e-3, "slice": "b"}
+    experts = {"experts": 4, "top_k": 2, "width": size.shape.intermediate // 2}
+    models = [
+        Recipe("moe-base", "train", params={"init": s + 10, "order": s, "slice": "a", **experts}),
+        Recipe("moe-indep-seed", "train", params={"init": s + 11, "order": s, "slice": "a", **experts}),
+        Recipe("moe-ft", "tune", ("moe-base",), {**tune, "order": s + 207}, "fine-tune (MoE)"),
+        Recipe("moe-ft-experts", "disguise", ("moe-ft",), {"experts": s + 306},
+               "experts relabelled per layer, router rows permuted with them"),
+        Recipe("upcycle", "upcycle", ("base",), {**tune, "order": s + 208, "experts": 4, "top_k": 2,
+                                                 "router": s + 402, "noise": 0.01},
+               "sparse upcycling (every expert a copy of the dense MLP, fresh router) + training"),
+        Recipe("ft-units", "disguise", ("ft",), {"units": s + 307},
+               "head permutation (KV groups with their query heads) + MLP neuron permutation"),
+        Recipe("ft-scaled", "disguise", ("ft2",), {"scale": s + 308}, "q/k and v/o matrix scaling"),
+        Recipe("ft-rotated", "disguise", ("ft",), {"rotate": s + 309},
+               "norm gains folded + orthogonal rotation of the residual stream"),
+        Recipe("rotated-tuned", "tune", ("base",), {**tune, "steps": max(1, size.tune_steps // 2), "order": s + 209,
+                                                    "before": {"units": s + 310, "rotate": s + 311}},
+               "rotation + head/neuron permutation, then a short fine-tune"),
+        Recipe("distilled", "distil", ("base",), {"init": s + 12, "order": s, "slice": "a", "temperature": 2.0},
+               "trained from its own init on the teacher's soft logits"),
+        Recipe("indep-tokenizer", "train", params={"init": s + 4, "order": s + 104, "slice": "b", "tokenizer": "b"}),
+    ]
+    pairs = [
+        Pair("moe-base", "moe-indep-seed", "independent", ("different init seed, same data and order (MoE)",)),
+        Pair("moe-indep-seed", "moe-ft-experts", "independent", ("unrelated init; B fine-tuned and expert-relabelled "
+                                                                 "from another MoE",)),
+        Pair("base", "distilled", "independent", ("distillation from A's outputs (H0 holds: no weights shared)",)),
+        Pair("base", "indep-tokenizer", "independent", ("different init seed, order, corpus slice and tokenizer",)),
+        Pair("indep-seed", "upcycle", "independent", ("unrelated init; B upcycled from another model",)),
+        Pair("moe-base", "moe-ft", "derived", ("fine-tune",)),
+        Pair("moe-base", "moe-ft-experts", "derived", ("fine-tune", "expert permutation")),
+        Pair("base", "upcycle", "derived", ("dense -> MoE sparse upcycling", "training")),
+        Pair("base", "ft-units", "derived", ("fine-tune", "head permutation", "MLP neuron permutation")),
+        Pair("base", "ft-scaled", "derived", ("fine-tune", "matrix scaling")),
+        Pair("base", "ft-rotated", "derived", ("fine-tune", "norm-gain folding", "residual rotation")),
+        Pair("base", "rotated-tuned", "derived", ("norm-gain folding", "residual rotation", "head permutation",
+                                                  "MLP neuron permutation", "short fine-tune")),
     ]
     return models, pairs
 
@@ -148,21 +196,41 @@ def _hash(recipe: Recipe, parents: list[str], size: Size, seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _make(recipe: Recipe, built: dict[str, TinyLlama], data: _Data, size: Size, out: Path, device: str) -> dict:
+def _disguise(model: nn.Module, p: dict) -> nn.Module:
+    """The in-memory disguises named in p, in a fixed order (residual permutation and dtype act on the files)."""
+    if "rescale" in p:
+        model = transforms.rescale_norms(model, p["rescale"])
+    if "units" in p:
+        model = transforms.permute_heads_and_units(model, p["units"])
+    if "scale" in p:
+        model = transforms.scale_attention(model, p["scale"])
+    if "rotate" in p:
+        model = transforms.rotate_residual(model, p["rotate"])
+    if "experts" in p:
+        model = moe.permute_experts(model, p["experts"])
+    return model
+
+
+def _make(recipe: Recipe, parents: list[nn.Module], data: _Data, size: Size, out: Path, device: str
+          ) -> tuple[nn.Module, dict]:
     p = recipe.params
 
-    def run(model: TinyLlama, slice_name: str, tokenizer_slice: str = "a") -> float:
+    def run(model: nn.Module, slice_name: str, tokenizer_slice: str = "a") -> float:
         sched = Schedule(steps=p["steps"], lr=p["lr"], batch=size.batch, seq=size.seq, data_seed=p["order"])
         return train(model, data.ids(slice_name, tokenizer_slice), sched, device)
 
-    parents = [built[name] for name in recipe.parents]
-    tokenizer, loss = data.tokenizer("a"), None
-    if recipe.op == "train":
-        model = init_model(size.shape, p["init"], device)
-        loss = train(model, data.ids(p["slice"]), Schedule(size.base_steps, 3e-3, size.batch, size.seq, p["order"]),
-                     device)
+    tokenizer, loss = data.tokenizer(p.get("tokenizer", "a")), None
+    if recipe.op in ("train", "distil"):
+        shape = size.shape
+        if "experts" in p:
+            shape = MoEShape(**{**asdict(shape), "intermediate": p["width"]}, experts=p["experts"], top_k=p["top_k"])
+        model = init_model(shape, p["init"], device)
+        sched = Schedule(size.base_steps, 3e-3, size.batch, size.seq, p["order"])
+        teacher = parents[0] if recipe.op == "distil" else None
+        loss = train(model, data.ids(p["slice"], p.get("tokenizer", "a")), sched, device, teacher=teacher,
+                     temperature=p.get("temperature", 2.0))
     elif recipe.op == "tune":
-        model = transforms.clone(parents[0])
+        model = _disguise(transforms.clone(parents[0]), p.get("before", {}))
         loss = run(model, p["slice"])
     elif recipe.op == "upscale":
         model = transforms.depth_upscale(parents[0], p["layers"])
@@ -173,12 +241,15 @@ def _make(recipe: Recipe, built: dict[str, TinyLlama], data: _Data, size: Size, 
     elif recipe.op == "vocab":
         model, tokenizer = transforms.swap_vocab(parents[0], size.shape.vocab, p["init"]), data.tokenizer("b")
         loss = run(model, "b", "b")
+    elif recipe.op == "upcycle":
+        model = moe.upcycle(parents[0], p["experts"], p["top_k"], p["router"], p["noise"])
+        loss = run(model, p["slice"])
     elif recipe.op == "quant":
         model = transforms.quantise_dequantise(parents[0])
     elif recipe.op == "merge":
         model = transforms.merge(parents[0], parents[1])
     elif recipe.op == "disguise":
-        model = transforms.rescale_norms(parents[0], p["rescale"]) if "rescale" in p else parents[0]
+        model = _disguise(parents[0], p)
     else:
         raise SpecError(f"unknown zoo operation {recipe.op!r}")
     folder = out / recipe.name
@@ -193,17 +264,17 @@ def _make(recipe: Recipe, built: dict[str, TinyLlama], data: _Data, size: Size, 
         shutil.rmtree(staging)
     else:
         save_model(model, folder, tokenizer, dtype)
-    # A disguised model is a leaf: keep the undisguised one in memory so nothing is built on a permuted copy.
-    built[recipe.name] = model
-    return {"loss": loss}
+    return model, {"loss": loss}
 
 
 def build_zoo(out_dir: str | Path, size_name: str = "tiny", seed: int = 0, device: str = "cpu",
-              log: Callable[[str], None] | None = None) -> dict:
-    """Build (or reuse) every model of the plan under out_dir and write the manifest; returns the manifest."""
-    if size_name not in SIZES:
+              log: Callable[[str], None] | None = None, size: Size | None = None) -> dict:
+    """Build (or reuse) every model of the plan under out_dir and write the manifest; returns the manifest.
+
+    `size` overrides SIZES[size_name] (tests build the full plan with a few steps; the name is only recorded)."""
+    if size is None and size_name not in SIZES:
         raise SpecError(f"unknown zoo size {size_name!r}", f"use one of: {', '.join(SIZES)}")
-    size, out = SIZES[size_name], Path(out_dir)
+    size, out = size or SIZES[size_name], Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipes, pairs = plan(size, seed)
     data, built, hashes, entries = _Data(size), {}, {}, {}
@@ -218,21 +289,26 @@ def build_zoo(out_dir: str | Path, size_name: str = "tiny", seed: int = 0, devic
             cached = stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")).get("hash") == digest
             if cached:
                 extra = json.loads(stamp.read_text(encoding="utf-8"))
-                if any(r.op != "disguise" and recipe.name in r.parents for r in recipes):
-                    built[recipe.name] = load_model(out / recipe.name, device)
             else:
+                # A parent built in an earlier run is read back; a disguise is a leaf, so none is read permuted.
+                parents = [built[n] if n in built else load_model(out / n, device) for n in recipe.parents]
+                built.update(zip(recipe.parents, parents))
                 torch.manual_seed(seed)
-                extra = _make(recipe, built, data, size, out, device)
-                extra = {"hash": digest, "recipe": asdict(recipe), **extra}
+                built[recipe.name], extra = _make(recipe, parents, data, size, out, device)
+                extra = {"hash": digest, "recipe": asdict(recipe), **extra,
+                         "seconds": round(time.perf_counter() - started, 2)}
                 stamp.write_text(json.dumps(extra, indent=2, default=str) + "\n", encoding="utf-8")
+            config = json.loads((out / recipe.name / "config.json").read_text(encoding="utf-8"))
             entries[recipe.name] = {"path": recipe.name, "op": recipe.op, "parents": list(recipe.parents),
-                                    "hash": digest, "loss": extra.get("loss"), "cached": cached}
+                                    "family": config["model_type"], "hash": digest, "loss": extra.get("loss"),
+                                    "cached": cached, "build_seconds": extra.get("seconds")}
             if log:
-                took = time.perf_counter() - started
-                log(f"{recipe.name}: {'cached' if cached else f'built in {took:.1f} s'}")
+                log(f"{recipe.name}: cached" if cached else f"{recipe.name}: built in {extra['seconds']:.1f} s")
     finally:
         torch.set_num_threads(threads)
-    manifest = {"zoo_version": ZOO_VERSION, "size": size_name, "seed": seed, "family": "llama",
+    families = sorted({entry["family"] for entry in entries.values()})
+    manifest = {"zoo_version": ZOO_VERSION, "size": size_name, "seed": seed,
+                "family": families[0] if len(families) == 1 else "mixed", "families": families,
                 "corpus": "Python standard library sources + pydoc topics (sysconfig stdlib path), "
                           f"Python {sys.version.split()[0]}",
                 "models": entries, "pairs": [asdict(p) for p in pairs]}

@@ -1,6 +1,7 @@
 """A tiny llama-style decoder in plain torch (RMSNorm, RoPE, grouped-query attention, SwiGLU), trained on the CPU.
 
-Module names follow transformers' LlamaForCausalLM, so `state_dict()` keys are the llama family's tensor names.
+Module names follow transformers' LlamaForCausalLM, so `state_dict()` keys are the llama family's tensor names;
+zoo/moe.py builds its Mixtral-style sparse variant from the same blocks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ class Shape:
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def family(self) -> str:
+        return "llama"
+
+
+@dataclass(frozen=True)
+class MoEShape(Shape):
+    """A sparse MoE shape: `intermediate` is the width of each of `experts` experts, `top_k` of them per token."""
+
+    experts: int = 4
+    top_k: int = 2
+
+    @property
+    def family(self) -> str:
+        return "mixtral"
 
 
 @dataclass(frozen=True)
@@ -104,10 +121,10 @@ class Layer(nn.Module):
 
 
 class Body(nn.Module):
-    def __init__(self, s: Shape):
+    def __init__(self, s: Shape, layer: type[nn.Module] = Layer):
         super().__init__()
         self.embed_tokens = nn.Embedding(s.vocab, s.hidden)
-        self.layers = nn.ModuleList(Layer(s) for _ in range(s.layers))
+        self.layers = nn.ModuleList(layer(s) for _ in range(s.layers))
         self.norm = RMSNorm(s.hidden)
 
 
@@ -126,11 +143,24 @@ class TinyLlama(nn.Module):
             x = layer(x)
         return self.lm_head(self.model.norm(x))
 
+    def logits_and_aux(self, ids):
+        """Logits and the auxiliary training loss (none for a dense model; the MoE's is load balancing)."""
+        return self(ids), 0.0
 
-def init_model(s: Shape, seed: int, device: str = "cpu") -> TinyLlama:
+
+def new_model(s: Shape) -> nn.Module:
+    """An untrained model of shape s: a TinyMoE for an MoEShape, else a TinyLlama."""
+    if isinstance(s, MoEShape):
+        from solarforensics.zoo.moe import TinyMoE  # moe.py builds on this module's blocks
+
+        return TinyMoE(s)
+    return TinyLlama(s)
+
+
+def init_model(s: Shape, seed: int, device: str = "cpu") -> nn.Module:
     """A fresh model; every weight drawn from a generator seeded by `seed` (std 0.02, norm gains 1)."""
     torch.manual_seed(seed)
-    model = TinyLlama(s)
+    model = new_model(s)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if not name.endswith("norm.weight"):
@@ -138,8 +168,11 @@ def init_model(s: Shape, seed: int, device: str = "cpu") -> TinyLlama:
     return model.to(device)
 
 
-def train(model: TinyLlama, ids: torch.Tensor, sched: Schedule, device: str = "cpu") -> float:
-    """Next-token training for sched.steps steps (AdamW, warmup then cosine); returns the last loss."""
+def train(model: nn.Module, ids: torch.Tensor, sched: Schedule, device: str = "cpu",
+          teacher: nn.Module | None = None, temperature: float = 2.0) -> float:
+    """Next-token training for sched.steps steps (AdamW, warmup then cosine); returns the last loss.
+
+    With a teacher, the targets are its soft logits at `temperature` (KL, scaled by T^2) instead of the next tokens."""
     gen = torch.Generator().manual_seed(sched.data_seed)
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=0.0)
     warm = max(1, sched.steps // 10)
@@ -151,8 +184,16 @@ def train(model: TinyLlama, ids: torch.Tensor, sched: Schedule, device: str = "c
             group["lr"] = sched.lr * scale
         starts = torch.randint(0, len(ids) - sched.seq - 1, (sched.batch,), generator=gen)
         batch = torch.stack([ids[i:i + sched.seq + 1] for i in starts.tolist()]).to(device)
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        logits, aux = model.logits_and_aux(batch[:, :-1])
+        logits = logits.reshape(-1, logits.shape[-1])
+        if teacher is None:
+            loss = F.cross_entropy(logits, batch[:, 1:].reshape(-1))
+        else:
+            with torch.no_grad():
+                target = F.log_softmax(teacher(batch[:, :-1]).reshape(logits.shape) / temperature, dim=-1)
+            loss = temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=-1), target,
+                                               reduction="batchmean", log_target=True)
+        loss = loss + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -160,12 +201,13 @@ def train(model: TinyLlama, ids: torch.Tensor, sched: Schedule, device: str = "c
     return float(loss.detach())
 
 
-def load_model(folder: Path, device: str = "cpu") -> TinyLlama:
-    """A zoo checkpoint folder back into a TinyLlama (float32)."""
+def load_model(folder: str | Path, device: str = "cpu") -> nn.Module:
+    """A zoo checkpoint folder back into a TinyLlama or TinyMoE (float32), as its zoo-shape.json says."""
     from safetensors.torch import load_file
 
-    s = Shape(**json.loads((folder / "zoo-shape.json").read_text(encoding="utf-8")))
-    model = TinyLlama(s)
+    folder = Path(folder)
+    fields = json.loads((folder / "zoo-shape.json").read_text(encoding="utf-8"))
+    model = new_model(MoEShape(**fields) if "experts" in fields else Shape(**fields))
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update({k: v.float() for k, v in load_file(str(file)).items()})
@@ -173,15 +215,18 @@ def load_model(folder: Path, device: str = "cpu") -> TinyLlama:
     return model.to(device).eval()
 
 
-def save_model(model: TinyLlama, folder: Path, tokenizer, dtype: torch.dtype = torch.float32,
+def save_model(model: nn.Module, folder: Path, tokenizer, dtype: torch.dtype = torch.float32,
                state: dict | None = None, num_shards: int = 2) -> Path:
-    """config.json (llama field names), sharded safetensors + index, tokenizer.json and the zoo's shape file."""
+    """config.json (llama or mixtral field names), sharded safetensors + index, tokenizer.json and the shape file."""
     s = model.shape
     folder.mkdir(parents=True, exist_ok=True)
     overrides = {"num_layers": s.layers, "hidden_size": s.hidden, "num_heads": s.heads, "num_kv_heads": s.kv_heads,
                  "head_dim": s.head_dim, "intermediate": s.intermediate, "vocab_size": s.vocab,
                  "torch_dtype": {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]}
-    config = tiny_config(load_family("llama"), overrides)
+    if isinstance(s, MoEShape):  # Mixtral's intermediate_size is the expert width; its flags as llama's preset
+        overrides.update(moe_intermediate=overrides.pop("intermediate"), num_experts=s.experts,
+                         experts_per_token=s.top_k, tie_word_embeddings=False, rms_norm_eps=1e-5)
+    config = tiny_config(load_family(s.family), overrides)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (folder / "zoo-shape.json").write_text(json.dumps(asdict(s)) + "\n", encoding="utf-8")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in (state or model.state_dict()).items()}
