@@ -99,7 +99,7 @@ def test_independent_initialisations_are_not_derived(zoo):
     assert abs(row(doc, "attention-cka")["effect"]) < 3
     assert row(doc, "identity")["statistic"]["identical_rows"] == 0
     assert doc["limits"].startswith("Weight tests cannot see distillation")
-    assert doc["thresholds"]["status"] == "provisional"
+    assert doc["thresholds"]["status"] == "fitted"
 
 
 def test_a_disguised_moe_fine_tune_is_derived_by_router_matching(zoo):

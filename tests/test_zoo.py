@@ -125,4 +125,5 @@ def test_tiny_zoo_every_verdict_without_false_positives(cli, tmp_path):
     doc = json.loads(out)
     assert len(doc["pairs"]) == 32 and _schema_errors(doc) == []
     assert doc["false_positive_rate"] == 0.0 and doc["true_positive_rate"] == 1.0
-    assert all(p["verdict"] == "derived" for p in doc["pairs"] if p["label"] == "derived")
+    # configs/verdict.toml was fitted on the small zoo's training split: the tiny zoo is out of sample, every pair.
+    assert [p for p in doc["pairs"] if p["verdict"] != p["label"]] == [] and doc["accuracy"] == 1.0

@@ -21,8 +21,9 @@ from solarforensics.zoo import peer
 from solarforensics.zoo.build import read_manifest
 
 # The grid the derived thresholds are fitted on; the independent ones follow so that they never exceed them.
-GRID = {"log10_p": (-2.0, -3.0, -4.0, -6.0, -8.0, -10.0, -15.0, -20.0), "cka_effect": (3.0, 5.0, 8.0, 12.0, 20.0),
-        "cka_path": (0.1, 0.2, 0.3, 0.5), "independent_cka_effect": (3.0, 5.0, 8.0)}
+GRID = {"log10_p": (-2.0, -3.0, -4.0, -6.0, -8.0, -10.0, -15.0, -20.0),
+        "cka_effect": (3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 50.0), "cka_path": (0.1, 0.2, 0.3, 0.5),
+        "independent_cka_effect": (3.0, 5.0, 8.0, 12.0, 20.0, 30.0), "independent_cka_path": (0.05, 0.1, 0.15, 0.2)}
 Progress = Callable[[str, int, int], None]
 
 
@@ -181,24 +182,32 @@ def _redecide(run: tuple, thresholds: dict) -> dict:
 
 
 def fit_thresholds(train: list[tuple], provisional: dict) -> dict | None:
-    """The grid point of thresholds with the best train accuracy minus twice its FPR (ties: strictest)."""
+    """The grid point of thresholds with the best train accuracy minus twice its FPR; among tied points the one in
+    the middle of the tied range of every threshold (a point at the edge would fit the training pairs and nothing
+    else)."""
     if not any(r[0]["label"] == "derived" for r in train) or not any(r[0]["label"] == "independent" for r in train):
         return None
-    best = None
-    for log10_p, effect, path, ind_effect in itertools.product(*GRID.values()):
-        values = copy.deepcopy(provisional)
-        values["derived"].update(log10_p=log10_p, cka_effect=effect, cka_path=path)
-        ind = values["independent"]
-        ind.update(log10_p=max(ind["log10_p"], log10_p), cka_effect=min(ind_effect, effect),
-                   cka_path=min(ind["cka_path"], path))
-        values.update(status="fitted", source="solarforensics validate: grid fit on the zoo's training split")
+    scored = {}
+    for point in itertools.product(*GRID.values()):
+        values = _grid_values(provisional, *point)
         got = rates([_redecide(r, values) for r in train])
-        key = (got["accuracy"] - 2 * got["false_positive_rate"], -log10_p, effect, path, -ind_effect)
-        if best is None or key > best[0]:
-            best = (key, values, got)
-    _, values, got = best
+        scored[point] = (got["accuracy"] - 2 * got["false_positive_rate"], values, got)
+    best = max(score for score, _, _ in scored.values())
+    tied = [point for point, (score, _, _) in scored.items() if score == best]
+    middle = tuple(sorted(values)[(len(values) - 1) // 2] for values in zip(*tied))
+    _, values, got = scored[middle if middle in scored and scored[middle][0] == best else tied[0]]
     return {"values": values, "derived": values["derived"], "independent": values["independent"],
-            "train_split": got, "n_train": len(train)}
+            "train_split": got, "n_train": len(train), "tied_points": len(tied)}
+
+
+def _grid_values(provisional: dict, log10_p, effect, path, ind_effect, ind_path) -> dict:
+    """Thresholds at one grid point; the independent ones never beyond the derived ones."""
+    values = copy.deepcopy(provisional)
+    values["derived"].update(log10_p=log10_p, cka_effect=effect, cka_path=path)
+    ind = values["independent"]
+    ind.update(log10_p=max(ind["log10_p"], log10_p), cka_effect=min(ind_effect, effect), cka_path=min(ind_path, path))
+    values.update(status="fitted", source="solarforensics validate: grid fit on the zoo's training split")
+    return values
 
 
 def peer_summary(rows: list[dict], exe: str | None, asked: bool) -> dict:

@@ -62,6 +62,8 @@ def _banner_lines(doc: dict) -> list[str]:
     status = (doc.get("thresholds") or {}).get("status") if isinstance(doc.get("thresholds"), dict) else None
     if status and status != "fitted":
         lines.append(f"thresholds: {status} (not yet fitted on the ground-truth zoo)")
+    elif status:
+        lines.append(f"thresholds: fitted ({doc['thresholds'].get('source') or 'source not recorded'})")
     return lines
 
 
