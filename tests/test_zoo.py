@@ -83,13 +83,13 @@ def test_disguise_keeps_the_function(cli, tmp_path):
 def test_tiny_plan_lists_every_transformation_once_with_both_labels():
     models, pairs = plan(SIZES["tiny"], seed=0)
     names = [m.name for m in models]
-    assert len(names) == len(set(names)) == 26
+    assert len(names) == len(set(names)) == 27
     assert all(parent in names[:names.index(m.name)] for m in models for parent in m.parents)
     assert {m.op for m in models} == {"train", "distil", "tune", "upscale", "prune", "vocab", "upcycle", "quant",
                                       "merge", "disguise"}
-    assert len({(p.a, p.b) for p in pairs}) == len(pairs) == 32
+    assert len({(p.a, p.b) for p in pairs}) == len(pairs) == 33
     labels = [p.label for p in pairs]
-    assert (labels.count("derived"), labels.count("independent")) == (19, 13)
+    assert (labels.count("derived"), labels.count("independent")) == (20, 13)
     transformations = {t for p in pairs for t in p.transformations}
     assert {"expert permutation", "dense -> MoE sparse upcycling", "head permutation", "MLP neuron permutation",
             "matrix scaling", "residual rotation", "short fine-tune",
@@ -123,7 +123,7 @@ def test_tiny_zoo_every_verdict_without_false_positives(cli, tmp_path):
     code, out, err = cli("validate", "--zoo", zoo, "--no-peer", "--json", "--out", tmp_path / "v.json")
     assert code == 0, err
     doc = json.loads(out)
-    assert len(doc["pairs"]) == 32 and _schema_errors(doc) == []
+    assert len(doc["pairs"]) == 33 and _schema_errors(doc) == []
     assert doc["false_positive_rate"] == 0.0 and doc["true_positive_rate"] == 1.0
     # configs/verdict.toml was fitted on the small zoo's training split: the tiny zoo is out of sample, every pair.
     assert [p for p in doc["pairs"] if p["verdict"] != p["label"]] == [] and doc["accuracy"] == 1.0

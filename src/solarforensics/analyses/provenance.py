@@ -271,7 +271,8 @@ class _Battery:
             reasons.append("no residual-reading matrices in both models for the signature fallback")
         candidates.append(signatures)
         limits = self.thresholds["alignment"]
-        chosen = residual_alignment.choose(candidates, limits["min_effect"], limits.get("min_rotation_quality", 1.0))
+        chosen = residual_alignment.choose(candidates, limits["min_effect"], limits.get("min_rotation_quality", 1.0),
+                                           limits.get("min_embedding_quality", 0.0))
         self.tests.append(residual_alignment.alignment_test(chosen, candidates, reasons))
         return chosen
 

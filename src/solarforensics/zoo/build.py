@@ -150,6 +150,8 @@ def _plan_more(size: Size, seed: int) -> tuple[list[Recipe], list[Pair]]:
         Recipe("distilled", "distil", ("base",), {"init": s + 12, "order": s, "slice": "a", "temperature": 2.0},
                "trained from its own init on the teacher's soft logits"),
         Recipe("indep-tokenizer", "train", params={"init": s + 4, "order": s + 104, "slice": "b", "tokenizer": "b"}),
+        Recipe("vocab-disguised", "disguise", ("vocab",), {"rescale": s + 312, "permute": s + 313, "tokenizer": "b"},
+               "norm-gain rescaling + residual permutation"),
     ]
     pairs = [
         Pair("moe-base", "moe-indep-seed", "independent", ("different init seed, same data and order (MoE)",)),
@@ -166,6 +168,8 @@ def _plan_more(size: Size, seed: int) -> tuple[list[Recipe], list[Pair]]:
         Pair("base", "ft-rotated", "derived", ("fine-tune", "norm-gain folding", "residual rotation")),
         Pair("base", "rotated-tuned", "derived", ("norm-gain folding", "residual rotation", "head permutation",
                                                   "MLP neuron permutation", "short fine-tune")),
+        Pair("base", "vocab-disguised", "derived", ("vocabulary swap", "training", "norm-gain rescaling",
+                                                    "residual permutation")),
     ]
     return models, pairs
 

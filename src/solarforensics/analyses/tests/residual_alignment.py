@@ -206,23 +206,31 @@ def signature_alignment(a: ModelWeights, b: ModelWeights, seed: int = 0, device=
     return found
 
 
-def choose(candidates: list[Alignment], min_effect: float, min_rotation_quality: float = 1.0) -> Alignment | None:
-    """Embeddings when they align clearly; else a rotation when it maps B's embeddings onto A's almost exactly
-    (independently trained embeddings also rotate onto each other, loosely: only a near-copy counts); otherwise
-    the dimension matching that stands out most from its null."""
+def choose(candidates: list[Alignment], min_effect: float, min_rotation_quality: float = 1.0,
+           min_embedding_quality: float = 0.0) -> Alignment | None:
+    """Which alignment the tests after it use.
+
+    Embeddings are trusted only when they match well (quality >= min_embedding_quality): re-initialised or unrelated
+    embeddings still match each other loosely, far above a shuffled-token null. A trusted matching is used when it
+    explains nearly as much as the rotation (a permuted copy is also a rotation, and only a matching gives an exact
+    test); else a rotation that maps B's embeddings onto A's almost exactly; else the signatures when they stand out;
+    else the candidate that stands out most."""
     usable = [c for c in candidates if c is not None and c.details.get("effect") is not None]
     by_method = {c.method: c for c in usable}
     matching, rotation = by_method.get("embeddings"), by_method.pop("embeddings-rotation", None)
-    if rotation is not None and (rotation.details["quality"] < min_rotation_quality
-                                 or rotation.details["effect"] < min_effect):
-        rotation = None
-    # A permuted copy is also a rotation: the matching is kept whenever it explains nearly as much (it alone gives a
-    # permutation with an exact test); a rotated copy leaves the matching far behind.
-    if matching is not None and matching.details["effect"] >= min_effect and (
+    signatures = by_method.get("signatures")
+
+    def clear(c: Alignment | None, quality: float) -> bool:
+        return c is not None and c.details["quality"] >= quality and c.details["effect"] >= min_effect
+
+    rotation = rotation if clear(rotation, max(min_rotation_quality, min_embedding_quality)) else None
+    if clear(matching, min_embedding_quality) and (
             rotation is None or matching.details["quality"] >= ROTATION_MARGIN * rotation.details["quality"]):
         return matching
     if rotation is not None:
         return rotation
+    if clear(signatures, -math.inf):
+        return signatures
     return max(by_method.values(), key=lambda c: c.details["effect"], default=None)
 
 
