@@ -72,3 +72,16 @@ def test_a_malformed_thresholds_file_is_one_line_and_untouched(cli, micro_zoo, t
     code, _, err = cli("validate", "--zoo", micro_zoo, "--no-peer", "--thresholds", thresholds, "--write-thresholds")
     assert code != 0 and len(err.strip().splitlines()) == 1 and "malformed" in err
     assert thresholds.read_text() == "status = 'x'\n[derived]\nlog10_p = -6.0\n"
+
+
+def test_the_zoo_is_deterministic_from_its_seed(micro_zoo, tmp_path):
+    from solarforensics.zoo.build import build_zoo
+
+    again = tmp_path / "again"
+    build_zoo(again, "micro", seed=3)
+    other = tmp_path / "other-seed"
+    build_zoo(other, "micro", seed=4)
+    files = sorted(p.relative_to(micro_zoo) for p in micro_zoo.rglob("*.safetensors"))
+    assert len(files) == 8
+    assert all((micro_zoo / f).read_bytes() == (again / f).read_bytes() for f in files)
+    assert all((micro_zoo / f).read_bytes() != (other / f).read_bytes() for f in files)
