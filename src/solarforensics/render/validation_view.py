@@ -67,11 +67,19 @@ def _threshold_blocks(doc: dict) -> list[Block]:
             rows.append([name, "not fitted", "", "", ""])
             continue
         derived, test = t.get("derived") or {}, t.get("test_split") or {}
-        rows.append([name, f"log10 p <= {fmt_num(derived.get('log10_p'))}, CKA path >= "
+        label = f"as run ({t.get('status')})" if name == "provisional" and t.get("status") else name
+        rows.append([label, f"log10 p <= {fmt_num(derived.get('log10_p'))}, CKA path >= "
                            f"{fmt_num(derived.get('cka_path'))}, effect >= {fmt_num(derived.get('cka_effect'))}",
                      _pct(test.get("accuracy")), _pct(test.get("false_positive_rate")), fmt_value(test.get("n"))])
-    return [Table("Verdict thresholds on the held-out split", ["thresholds", "derived when", "accuracy", "FPR",
-                                                                "pairs"], rows, [False, False, True, True, True])]
+    zoo = doc.get("zoo") if isinstance(doc.get("zoo"), dict) else {}
+    facts = [("zoo", f"{zoo.get('path', MISSING)} (size {zoo.get('size', MISSING)}, seed {zoo.get('seed', MISSING)}, "
+                     f"{zoo.get('models', MISSING)} models)"),
+             ("models read from", str(zoo.get("read_through", MISSING))),
+             ("thresholds file", str(thresholds.get("file", MISSING))),
+             ("rewritten with the fitted values", "yes" if thresholds.get("written") else "no")]
+    return [Facts("Zoo and thresholds", facts),
+            Table("Verdict thresholds on the held-out split", ["thresholds", "derived when", "accuracy", "FPR",
+                                                               "pairs"], rows, [False, False, True, True, True])]
 
 
 def _pairs_table(doc: dict) -> Table:
