@@ -209,3 +209,14 @@ def test_independent_models_are_not_rotated_onto_each_other(zoo):
     doc = run(zoo["base"], zoo["independent"])
     candidates = row(doc, "residual-alignment")["candidates"]
     assert candidates["embeddings-rotation"]["quality"] < 0.8 and doc["alignment"]["method"] != "embeddings-rotation"
+
+
+def test_more_tensors_than_memory_allows_is_refused_before_reading(zoo, cli, monkeypatch):
+    monkeypatch.setenv("SOLARFORENSICS_MAX_MEMORY", "1000")
+    for command in (["provenance"], ["compare", "--tensors", "layernorm"]):
+        code, out, err = cli(*command[:1], zoo["base"], zoo["copy"], *command[1:])
+        assert code == 2 and out == "" and "over the limit of 1,000 ($SOLARFORENSICS_MAX_MEMORY)" in err
+        assert len(err.strip().splitlines()) <= 2  # provenance prints its plan first, then the one-line refusal
+    monkeypatch.setenv("SOLARFORENSICS_MAX_MEMORY", "a lot")
+    code, _, err = cli("compare", zoo["base"], zoo["copy"])
+    assert code != 0 and "SOLARFORENSICS_MAX_MEMORY='a lot' is not a number of bytes" in err

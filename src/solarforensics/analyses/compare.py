@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from solarforensics.analyses.models import OpenOptions, open_model, open_models
+from solarforensics.analyses.models import OpenOptions, check_memory, open_model, open_models
 from solarforensics.analyses.pairing import pair_models
 from solarforensics.analyses.statements import compare_statements
 from solarforensics.errors import BudgetError, SelectionError
@@ -57,6 +57,8 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     planned = source_a.planned_bytes(a.name for a, _ in pairs) + source_b.planned_bytes(b.name for _, b in pairs)
     if request.budget_bytes is not None and planned > request.budget_bytes:
         raise BudgetError(f"the selection needs {planned:,} bytes of tensors, over the budget of {request.budget_bytes:,}")
+    check_memory(planned, "compare holds every selected tensor at once: narrow --tensors (fewer groups, or a few "
+                          "layers by name pattern, e.g. 'model.layers.[0-3].*')")
     opened = time.perf_counter()
     tensors_a, tensors_b, fetch_s = _read_all(source_a, source_b, pairs, planned, progress)
     compared = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]

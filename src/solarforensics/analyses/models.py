@@ -1,9 +1,11 @@
 """Opening models for an analysis: aliases expanded, sources opened with the run's options."""
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from solarforensics.errors import BudgetError, SpecError
 from solarforensics.sources.base import TensorSource
 from solarforensics.sources.spec import open_source
 
@@ -46,3 +48,30 @@ def open_models(specs: list[str], options: OpenOptions | None = None) -> list[Te
 def display_name(source: TensorSource, spec: str) -> str:
     """A short name for tables and file names: the alias or spec the user typed, else the source's name."""
     return spec or source.name
+
+
+MEMORY_SHARE = 0.6  # of physical RAM, for tensors held at once: the rest goes to working copies and the system
+
+
+def memory_limit() -> int | None:
+    """Bytes of tensors an analysis may hold at once: $SOLARFORENSICS_MAX_MEMORY, else a share of physical RAM."""
+    value = os.environ.get("SOLARFORENSICS_MAX_MEMORY")
+    if value:
+        try:
+            return int(value)
+        except ValueError:
+            raise SpecError(f"SOLARFORENSICS_MAX_MEMORY={value!r} is not a number of bytes") from None
+    try:
+        return int(MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no guard
+        return None
+
+
+def check_memory(nbytes: int, hint: str) -> None:
+    """Refuse, before reading anything, work that would hold more tensor bytes at once than memory_limit()."""
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        origin = ("$SOLARFORENSICS_MAX_MEMORY" if os.environ.get("SOLARFORENSICS_MAX_MEMORY") else
+                  f"{int(100 * MEMORY_SHARE)}% of this machine's RAM; $SOLARFORENSICS_MAX_MEMORY changes it")
+        raise BudgetError(f"this would hold {nbytes:,} bytes of tensors in memory at once, over the limit of "
+                          f"{limit:,} ({origin})", hint)

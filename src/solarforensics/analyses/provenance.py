@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from solarforensics.analyses.models import OpenOptions, open_models
+from solarforensics.analyses.models import OpenOptions, check_memory, open_models
 from solarforensics.analyses.tests import cka, corroborative, identity, matching, norm_gains, residual_alignment
 from solarforensics.analyses.tests.layer_alignment import align_layers
 from solarforensics.analyses.tests.residual_alignment import Alignment
@@ -84,6 +84,8 @@ def provenance_models(request: ProvenanceRequest, options: OpenOptions | None = 
         per_test = ", ".join(f"{t} {n:,}" for t, n in plan["per_test"].items())
         raise BudgetError(f"provenance needs {plan['planned_bytes']:,} bytes of tensors, over the budget of "
                           f"{request.budget_bytes:,}", f"per test: {per_test}; raise --budget-bytes or drop --tests")
+    held = a.source.planned_bytes(plan["names_a"]) + b.source.planned_bytes(plan["names_b"])
+    check_memory(held, "the plan above says what each test reads: drop some with --tests, or use a bigger host")
     opened = time.perf_counter()
     _read(a, b, plan, token_ids, progress)
     timings = {"open_s": opened - started, "fetch_s": time.perf_counter() - opened}
