@@ -226,8 +226,7 @@ class _Battery:
         usable = alignment if alignment is not None else self._unaligned()
         layers = self._timed("cka", self._cka, usable) if {"cka", "cka-q"} & set(self.chosen) else None
         gains = norm_gains.gain_matrices(self.a, self.b, alignment, device) if "norm-gains" in self.chosen else {}
-        aligned = alignment is not None and alignment.found and alignment.basis is None
-        self.matrices.update(norm_gains.records(gains, aligned=aligned))
+        self.matrices.update(norm_gains.records(gains, aligned=alignment is not None and alignment.per_dimension))
         if layers is None and gains:
             mean = norm_gains.mean_gain_matrix(gains)
             layers = align_layers(*mean, "mean centered correlation of norm gains") if mean else None

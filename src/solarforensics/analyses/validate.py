@@ -44,7 +44,7 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None, opt
     started = time.perf_counter()
     folder = Path(request.zoo)
     manifest = read_manifest(folder)
-    provisional = load_thresholds(request.thresholds)
+    used = load_thresholds(request.thresholds)  # the values every verdict below ran with
     exe = peer.find_modeldna() if request.peer else None
     rows, runs = [], []
     for index, pair in enumerate(manifest["pairs"]):
@@ -65,7 +65,7 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None, opt
             row["peer"] = peer.run_pair(exe, path_a, path_b)
         rows.append(row)
         runs.append((row, doc["tests"], doc["not_tested"]))
-    fitted = fit_thresholds([r for r in runs if r[0]["split"] == "train"], provisional)
+    fitted = fit_thresholds([r for r in runs if r[0]["split"] == "train"], used)
     test_runs = [r for r in runs if r[0]["split"] == "test"]
     fields = {
         "zoo": {"path": str(folder), "size": manifest.get("size"), "seed": manifest.get("seed"),
@@ -73,10 +73,11 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None, opt
                 "read_through": "a local Hub server (HTTP range reads)" if hub_owner else "local folders"},
         **rates(rows), "pairs": rows, "per_test_auc": per_test_auc(rows), "ks": ks_uniform(rows),
         "thresholds": {
-            "file": provisional["path"], "written": False,
-            "provisional": {"status": provisional.get("status"), "derived": provisional["derived"],
-                            "independent": provisional["independent"],
-                            "test_split": rates([_redecide(r, provisional) for r in test_runs])},
+            "file": used["path"], "written": False,
+            # Key kept from before thresholds were fitted (a public contract): the values this run used.
+            "provisional": {"status": used.get("status"), "derived": used["derived"],
+                            "independent": used["independent"],
+                            "test_split": rates([_redecide(r, used) for r in test_runs])},
             "fitted": fitted and {**{k: v for k, v in fitted.items() if k != "values"},
                                   "test_split": rates([_redecide(r, fitted["values"]) for r in test_runs])},
         },
@@ -89,7 +90,7 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None, opt
                   f"{fitted['n_train']} training pairs of zoo size {manifest.get('size')} seed {manifest.get('seed')}"
                   f"; held-out accuracy {'n/a' if held_out is None else f'{100 * held_out:.0f}%'} on "
                   f"{len(test_runs)} pairs")
-        write_thresholds(provisional["path"], {"derived": fitted["derived"], "independent": fitted["independent"]},
+        write_thresholds(used["path"], {"derived": fitted["derived"], "independent": fitted["independent"]},
                          "fitted", source)
         fields["thresholds"].update(written=True, written_source=source)
     fields["summary"] = {"statements": statements(fields)}

@@ -70,8 +70,9 @@ def write_thresholds(path: str | Path, values: dict, status: str, source: str) -
     if missing:
         raise FormatError(f"verdict thresholds file {file} has no line for {', '.join(missing)}",
                           "restore configs/verdict.toml from the repository")
-    write_bytes_atomic(("\n".join(out) + "\n").encode("utf-8"), file)
-    load_thresholds(file)
+    text = "\n".join(out) + "\n"
+    tomllib.loads(text)  # what is written must read back: checked before the file is touched
+    write_bytes_atomic(text.encode("utf-8"), file)
     return file
 
 

@@ -9,7 +9,7 @@ X [n, p] and Y [n, q] depends on X only through X Xᵀ: it is invariant to any o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 
@@ -70,13 +70,22 @@ def _normalise(cross: float, self_a: float, self_b: float) -> float | None:
 
 
 @torch.no_grad()
-def stack_grams(features: Sequence[torch.Tensor], *, device: DeviceLike = "cpu",
+def stack_grams(features: Iterable[torch.Tensor], *, count: int | None = None, device: DeviceLike = "cpu",
                 accumulate: torch.dtype = torch.float64, squared: bool = False) -> torch.Tensor:
-    """[L, n, n] U-centered Gram matrices, one per representation (all with the same n samples)."""
-    sizes = {f.shape[0] for f in features}
-    if len(sizes) > 1:
-        raise SelectionError(f"representations have different sample counts: {sorted(sizes)}")
-    return torch.stack([u_centered_gram(f, device=device, accumulate=accumulate, squared=squared) for f in features])
+    """[L, n, n] U-centered Gram matrices, one per representation (all with the same n samples), filled in place:
+    given a generator (and `count`), only one representation is held beside the Grams."""
+    total = len(features) if count is None else count
+    out = None
+    for index, f in enumerate(features):
+        gram = u_centered_gram(f, device=device, accumulate=accumulate, squared=squared)
+        if out is None:
+            out = torch.empty((total, *gram.shape), dtype=gram.dtype, device=gram.device)
+        elif gram.shape != out.shape[1:]:
+            raise SelectionError(f"representations have different sample counts: {out.shape[1]} and {gram.shape[0]}")
+        out[index] = gram
+    if out is None:
+        raise SelectionError("no representations to compare")
+    return out
 
 
 @torch.no_grad()

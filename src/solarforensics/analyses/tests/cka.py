@@ -20,7 +20,7 @@ import torch
 from solarforensics.analyses.tests.layer_alignment import align_layers, layer_matrix_record, path_mean
 from solarforensics.analyses.tests.residual_alignment import Alignment
 from solarforensics.analyses.tests.weights import ModelWeights, not_applicable, result
-from solarforensics.metrics.cka import cka_matrix, u_centered_gram
+from solarforensics.metrics.cka import cka_matrix, stack_grams
 from solarforensics.metrics.stats import summarize
 
 NAME = "attention-cka"
@@ -70,16 +70,10 @@ def role_matrices(a: ModelWeights, b: ModelWeights, alignment: Alignment, roles:
 
 def _grams(model: ModelWeights, alignment: Alignment, role: str, layers: list[int], side: str, device,
            accumulate: torch.dtype) -> torch.Tensor:
-    """[L, n, n] U-centered Grams, filled one layer at a time: only one layer's matrix is held beside them."""
-    out = None
-    for index, (_, w) in enumerate(model.folded_layers(role, layers, device=device)):
-        gram = u_centered_gram(_features(w, alignment, side), device=device, accumulate=accumulate,
-                               squared=not alignment.signs_known)
-        del w
-        if out is None:
-            out = torch.empty((len(layers), *gram.shape), dtype=gram.dtype, device=gram.device)
-        out[index] = gram
-    return out
+    """[L, n, n] U-centered Grams; the weights stream in a few layers at a time (only those are held beside them)."""
+    features = (_features(w, alignment, side) for _, w in model.folded_layers(role, layers, device=device))
+    return stack_grams(features, count=len(layers), device=device, accumulate=accumulate,
+                       squared=not alignment.signs_known)
 
 
 def _subset(alignment: Alignment, seed: int) -> Alignment:

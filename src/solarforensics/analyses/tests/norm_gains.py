@@ -29,7 +29,7 @@ def gain_matrices(a: ModelWeights, b: ModelWeights, alignment: Alignment | None,
             continue
         ga = torch.stack([a.gain(norm, layer) for layer in layers_a])
         gb = torch.stack([b.gain(norm, layer) for layer in layers_b])
-        if alignment is not None and alignment.found and alignment.basis is None:  # a rotation mixes gains
+        if alignment is not None and alignment.per_dimension:
             ga, gb = alignment.take_a(ga), alignment.take_b(gb, signed=False)
         elif ga.shape[1] != gb.shape[1]:
             continue

@@ -12,6 +12,7 @@ null when B's residual dimensions are exchangeable (independent initialisations)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -52,6 +53,12 @@ class Alignment:
     def found(self) -> bool:
         return self.method != "none"
 
+    @property
+    def per_dimension(self) -> bool:
+        """Found, and a dim-to-dim matching: per-dimension vectors (norm gains) can then be aligned; a rotation
+        mixes dims, so they cannot."""
+        return self.found and self.basis is None
+
     def take_a(self, w: torch.Tensor) -> torch.Tensor:
         """A's matched residual dims along the last axis."""
         return w.index_select(-1, self.index_a.to(w.device))
@@ -62,11 +69,6 @@ class Alignment:
             w = w @ self.basis.to(w.device, w.dtype)
         out = w.index_select(-1, self.index_b.to(w.device))
         return out * self.signs.to(w.device, w.dtype) if signed else out
-
-    def permuted_b(self, generator: torch.Generator) -> Alignment:
-        """The same alignment with B's partners shuffled: one draw of the 'no correspondence' null."""
-        order = torch.randperm(self.dims, generator=generator)
-        return replace(self, index_b=self.index_b[order], signs=self.signs[order])
 
     def subset(self, keep: torch.Tensor) -> Alignment:
         """Only the matched pairs at positions `keep`."""
@@ -105,6 +107,14 @@ def _candidate(method: str, index_a, index_b, signs, quality: float, null: list[
     return Alignment(method, index_a, index_b, signs, details, basis=basis)
 
 
+def _shuffled_token_null(ea: torch.Tensor, eb: torch.Tensor, quality: Callable[[torch.Tensor, torch.Tensor], float],
+                         seed: int) -> list[float]:
+    """`quality` of the two embeddings with B's token rows shuffled (correspondence destroyed), a few draws."""
+    generator = torch.Generator().manual_seed(seed)
+    return [quality(ea, eb[torch.randperm(eb.shape[0], generator=generator).to(eb.device)])
+            for _ in range(null_draws_for(ea.shape[1]))]
+
+
 @torch.no_grad()
 def embedding_alignment(rows_a: torch.Tensor, rows_b: torch.Tensor, seed: int = 0, device="cpu") -> Alignment:
     """Align by the embedding rows of shared tokens ([k, d_A] and [k, d_B], row i = the same token string)."""
@@ -114,11 +124,7 @@ def embedding_alignment(rows_a: torch.Tensor, rows_b: torch.Tensor, seed: int = 
     index_a, index_b, quality = _assignment_quality(cosines, absolute=True)
     signs = torch.sign(cosines[index_a, index_b])
     signs[signs == 0] = 1.0
-    generator = torch.Generator().manual_seed(seed)
-    null = []
-    for _ in range(null_draws_for(cosines.shape[0])):
-        shuffled = eb[torch.randperm(eb.shape[0], generator=generator).to(eb.device)]
-        null.append(_assignment_quality((ea.T @ shuffled).cpu(), absolute=True)[2])
+    null = _shuffled_token_null(ea, eb, lambda x, y: _assignment_quality((x.T @ y).cpu(), absolute=True)[2], seed)
     return _candidate("embeddings", index_a, index_b, signs, quality, null,
                       {"tokens": rows_a.shape[0], "null_kind": "shared tokens shuffled between the models"})
 
@@ -139,9 +145,7 @@ def rotation_alignment(rows_a: torch.Tensor, rows_b: torch.Tensor, seed: int = 0
     ea = _unit_columns(rows_a.to(device, torch.float64))
     eb = _unit_columns(rows_b.to(device, torch.float64))
     basis, quality = _rotation(ea, eb)
-    generator = torch.Generator().manual_seed(seed)
-    null = [_rotation(ea, eb[torch.randperm(eb.shape[0], generator=generator).to(eb.device)])[1]
-            for _ in range(null_draws_for(ea.shape[1]))]
+    null = _shuffled_token_null(ea, eb, lambda x, y: _rotation(x, y)[1], seed)
     index = torch.arange(ea.shape[1])
     peak = basis.abs().amax(dim=0).mean()  # 1 for a signed permutation, ~sqrt(2 log d / d) for a random rotation
     return _candidate("embeddings-rotation", index, index.clone(), torch.ones(len(index), dtype=torch.float64),
@@ -220,7 +224,7 @@ def choose(candidates: list[Alignment], min_effect: float, min_rotation_quality:
     matching, rotation = by_method.get("embeddings"), by_method.pop("embeddings-rotation", None)
     signatures = by_method.get("signatures")
 
-    def clear(c: Alignment | None, quality: float) -> bool:
+    def clear(c: Alignment | None, quality: float = -math.inf) -> bool:
         return c is not None and c.details["quality"] >= quality and c.details["effect"] >= min_effect
 
     rotation = rotation if clear(rotation, max(min_rotation_quality, min_embedding_quality)) else None
@@ -229,7 +233,7 @@ def choose(candidates: list[Alignment], min_effect: float, min_rotation_quality:
         return matching
     if rotation is not None:
         return rotation
-    if clear(signatures, -math.inf):
+    if clear(signatures):
         return signatures
     return max(by_method.values(), key=lambda c: c.details["effect"], default=None)
 
