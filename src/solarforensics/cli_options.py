@@ -22,3 +22,7 @@ BudgetBytes = Annotated[
     int | None,
     typer.Option("--budget-bytes", help="Refuse to read more than this many bytes of tensors.", show_default=False),
 ]
+Thresholds = Annotated[
+    Path | None,
+    typer.Option("--thresholds", help="Verdict thresholds file (default configs/verdict.toml).", show_default=False),
+]

@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from solarforensics.cli_app import app, err, finish, options
-from solarforensics.cli_options import BudgetBytes, Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Workers
+from solarforensics.cli_options import (BudgetBytes, Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Thresholds,
+                                        Workers)
 from solarforensics.cli_progress import byte_progress
 from solarforensics.results.document import default_out_path
 
@@ -29,8 +30,7 @@ def provenance(
     budget_bytes: BudgetBytes = None,
     device: Device = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
-    thresholds: Annotated[str | None, typer.Option("--thresholds", help="Verdict thresholds file (default "
-                                                                        "configs/verdict.toml).")] = None,
+    thresholds: Thresholds = None,
     out_file: OutFile = None,
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
@@ -42,7 +42,7 @@ def provenance(
     from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
 
     request = ProvenanceRequest(a, b, tests=tests, budget_bytes=budget_bytes, device=device, seed=seed,
-                                thresholds=thresholds)
+                                thresholds=str(thresholds) if thresholds else None)
     with byte_progress(not as_json) as progress:
         fields = provenance_models(request, options(endpoint, no_cache, workers, max_gap), progress, _announce)
     finish("provenance", fields, out_file or default_out_path("provenance", [a, b]), as_json)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from solarforensics.cli_app import app, err, finish
-from solarforensics.cli_options import JsonOut, OutFile
+from solarforensics.cli_options import JsonOut, OutFile, Thresholds
 from solarforensics.errors import NotFoundError
 from solarforensics.results.document import default_out_path
 
@@ -45,8 +45,7 @@ def validate(
     no_peer: Annotated[bool, typer.Option("--no-peer", help="Do not run the peer tool modeldna.")] = False,
     via_hub: Annotated[bool, typer.Option("--via-hub", help="Read every model over HTTP from a local Hub server "
                                                             "serving the zoo (repos zoo/NAME), not from its folder.")] = False,
-    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Verdict thresholds file to run with "
-                                                                         "(default configs/verdict.toml).")] = None,
+    thresholds: Thresholds = None,
     write_thresholds: Annotated[bool, typer.Option("--write-thresholds", help="Rewrite that file with the values "
                                                    "fitted on the zoo's training split.")] = False,
     out_file: OutFile = None,

@@ -29,10 +29,15 @@ def _as_rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], math.prod(t.shape[1:])) if t.dim() else t.reshape(1, 1)
 
 
+def _pow2_scales(peaks: torch.Tensor) -> torch.Tensor:
+    """[rows, 1]: per row, the power of two that brings its peak near 1 (multiplying by it is exact)."""
+    exponents = torch.frexp(peaks).exponent.clamp(-MAX_SCALE_EXPONENT, MAX_SCALE_EXPONENT)
+    return torch.ldexp(torch.ones_like(peaks), -exponents)[:, None]
+
+
 def _row_scale_(x: torch.Tensor) -> None:
     """Divide each row by a power of two near its peak, in place (exact), so squares cannot overflow."""
-    exponents = torch.frexp(x.abs().amax(dim=1)).exponent.clamp(-MAX_SCALE_EXPONENT, MAX_SCALE_EXPONENT)
-    x.mul_(torch.ldexp(torch.ones_like(x[:, 0]), -exponents)[:, None])
+    x.mul_(_pow2_scales(x.abs().amax(dim=1)))
 
 
 @torch.no_grad()
@@ -106,8 +111,7 @@ def cosine_matrix(
         scale = torch.ones((t.shape[0], 1), dtype=f64, device=dev)
         if needs_scaling(t.dtype, f64) and width:
             peaks = torch.stack([p.abs().amax(dim=1) for p in pieces(t, scale, 0.0)]).amax(dim=0)
-            exponents = torch.frexp(peaks).exponent.clamp(-MAX_SCALE_EXPONENT, MAX_SCALE_EXPONENT)
-            scale = torch.ldexp(torch.ones_like(peaks), -exponents)[:, None]
+            scale = _pow2_scales(peaks)
         offset = torch.zeros_like(scale)
         if centered and width:
             shift = t[:, :1].to(dev, f64) * scale
