@@ -39,7 +39,9 @@ def load_thresholds(path: str | Path | None = None) -> dict:
             if not isinstance(data.get(section), dict):
                 raise KeyError(section)
     except FileNotFoundError:
-        raise FormatError(f"verdict thresholds file {file} does not exist", "restore configs/verdict.toml") from None
+        raise FormatError(f"verdict thresholds file {file} does not exist",
+                          "check the path given to --thresholds" if path is not None else
+                          "restore configs/verdict.toml") from None
     except (tomllib.TOMLDecodeError, KeyError) as exc:
         raise FormatError(f"verdict thresholds file {file} is malformed ({exc})",
                           "it needs [derived], [independent] and [alignment] tables") from None
