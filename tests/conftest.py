@@ -19,7 +19,7 @@ for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
 
 import pytest  # noqa: E402
 
-from solarforensics.testing.hub_server import HubServer  # noqa: E402
+from solarforensics.localhub.server import HubServer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +79,7 @@ def _point_hf_cache_at(monkeypatch, hf_home) -> None:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """`cli(*args) -> (exit code, stdout, stderr)`: the real entry point, errors and all, in this process."""
-    from solarforensics.cli import main
+    from solarforensics.cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr("sys.argv", ["solarforensics", *map(str, args)])
@@ -98,7 +98,7 @@ def cli(capsys, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """Tiny GLM-style, derived ('fine-tuned'), Solar-style and Phi-style checkpoints under demo/, built once."""
-    from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
+    from solarforensics.checkpoints import build_checkpoint, derive_checkpoint
 
     root = tmp_path_factory.mktemp("hub")
     glm = build_checkpoint(root / "demo" / "glm-tiny", "glm4_moe", seed=1)
@@ -117,7 +117,7 @@ def tiny_hub(tiny_root, hub_server):
 @pytest.fixture(scope="session")
 def derived_pair_root(tmp_path_factory):
     """Two tiny llama checkpoints, acme/a and acme/b derived from a, as a Hub root (read-only: do not modify)."""
-    from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
+    from solarforensics.checkpoints import build_checkpoint, derive_checkpoint
 
     root = tmp_path_factory.mktemp("derived-pair-hub")
     build_checkpoint(root / "acme" / "a", "llama", seed=0, tokenizer=False)

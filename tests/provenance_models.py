@@ -1,6 +1,6 @@
 """Disguises and architecture changes applied to tiny checkpoints, for the provenance tests (derived-model makers).
 
-Each function reads a checkpoint folder written by testing/checkpoints.py and writes a transformed copy; the
+Each function reads a checkpoint folder written by solarforensics.checkpoints and writes a transformed copy; the
 transformations are the ones a derived model may carry: gains re-scaled into the next matrices, layers duplicated
 (depth up-scaling), a new vocabulary with re-initialised embeddings.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from solarforensics.checkpoints import shard_files, write_shards, write_tokenizer
 from solarforensics.families.family import find_family
-from solarforensics.testing.checkpoints import shard_files, write_shards, write_tokenizer
 
 # The matrices that read each norm's output (nn.Linear (out, in) layout: their columns follow the gain).
 READERS = {"attn_norm": ("q", "k", "v"), "mlp_norm": ("mlp_gate", "mlp_up", "router", "shared_gate", "shared_up")}

@@ -8,12 +8,12 @@ import pytest
 from jsonschema import Draft202012Validator
 from safetensors import safe_open
 
-import solarforensics.cli_evidence  # noqa: F401  (registers arch/tokenizer/license on the app)
-from solarforensics.analyses.params import active_parameters, count_parameters
+import solarforensics.cli.evidence  # noqa: F401  (registers arch/tokenizer/license on the app)
+from solarforensics.checkpoints import build_checkpoint, shard_files, tensor_shape
+from solarforensics.evidence.params import active_parameters, count_parameters
 from solarforensics.families.family import load_family
 from solarforensics.results.document import read_document, schema
 from solarforensics.sources.safetensors_format import TensorRef
-from solarforensics.testing.checkpoints import build_checkpoint, shard_files, tensor_shape
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arch"
 
@@ -147,8 +147,8 @@ def test_the_real_configs_give_the_published_parameter_counts():
 
 
 def test_unknown_architecture_and_broken_config_end_in_one_line(cli, tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     odd = tmp_path / "odd"
     odd.mkdir()

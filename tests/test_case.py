@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import solarforensics.cli_case  # noqa: F401  (registers the case commands on the app)
-from solarforensics.analyses.case import CaseRequest, list_cases, load_case, run_case
-from solarforensics.analyses.claims import MEASURES, RULES, Run, judge, load_claims
-from solarforensics.analyses.reproduce import check_run, load_targets
+import solarforensics.cli.case  # noqa: F401  (registers the case commands on the app)
+from solarforensics.case.claims import MEASURES, RULES, Run, judge, load_claims
+from solarforensics.case.reproduce import check_run, load_targets
+from solarforensics.case.run import CaseRequest, list_cases, load_case, run_case
 from solarforensics.datafiles import config_path
 from solarforensics.errors import NotFoundError, ResultsError
 from solarforensics.results.document import read_document

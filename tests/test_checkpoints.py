@@ -7,10 +7,16 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from solarforensics.checkpoints import (
+    build_checkpoint,
+    derive_checkpoint,
+    permute_residual,
+    shard_files,
+    tensor_names,
+    tensor_shape,
+)
 from solarforensics.errors import SpecError
 from solarforensics.families.family import list_families, load_family
-from solarforensics.testing.checkpoints import (build_checkpoint, derive_checkpoint, permute_residual, shard_files,
-                                                tensor_names, tensor_shape)
 
 ALL_FAMILIES = [f.name for f in list_families()]
 

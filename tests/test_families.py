@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from solarforensics.checkpoints import tiny_config
 from solarforensics.errors import FormatError, NotFoundError, SelectionError
 from solarforensics.families.aliases import Alias, expand_alias, load_aliases, user_models_path
 from solarforensics.families.family import Match, find_family, list_families, load_family, load_family_file
 from solarforensics.families.selection import GROUPS, Selected, available_groups, pair_selections, select
-from solarforensics.testing.checkpoints import tiny_config
 
 # Real config sizes (shared/MODEL-FACTS.md §1.1, §2.1, §3), enough to predict every tensor name.
 SOLAR_CONFIG = {"model_type": "solar_open", "num_hidden_layers": 48, "hidden_size": 4096, "num_attention_heads": 64,

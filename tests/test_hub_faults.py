@@ -8,11 +8,10 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 from huggingface_hub.utils import get_session, http_backoff
-
 from raw_http import raw_request
 
 from solarforensics.errors import SpecError
-from solarforensics.testing.hub_faults import parse_fault
+from solarforensics.localhub.faults import parse_fault
 
 BLOB = bytes(range(256)) * 4
 SHARD = "model-00001-of-00001.safetensors"

@@ -21,13 +21,12 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import build_hf_headers, http_backoff
+from raw_http import raw_request
 from safetensors.numpy import save_file
 
-from raw_http import raw_request
-
 from solarforensics.errors import NotFoundError, SpecError
-from solarforensics.testing.hub_server import HubServer, serve
-from solarforensics.testing.hub_store import Commit, FolderStore, MultiStore, Repo, RepoFile
+from solarforensics.localhub.server import HubServer, serve
+from solarforensics.localhub.store import Commit, FolderStore, MultiStore, Repo, RepoFile
 
 BLOB = bytes(range(256)) * 4  # weights.bin: 1024 bytes whose every offset is recognisable
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
@@ -343,7 +342,7 @@ def test_latency_and_bandwidth_slow_every_answer(hub_server, hub_root):
 
 def test_serve_runs_until_interrupted(hub_root):
     process = subprocess.Popen(
-        [sys.executable, "-m", "solarforensics.testing.hub_server", str(hub_root), "--port", "0", "--cdn",
+        [sys.executable, "-m", "solarforensics.localhub.server", str(hub_root), "--port", "0", "--cdn",
          "--fault", "503:weights.bin:1"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -10,11 +10,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from rich.console import Console
 
-import solarforensics.cli_evidence  # noqa: F401  (registers arch/tokenizer/license on the app)
+import solarforensics.cli.evidence  # noqa: F401  (registers arch/tokenizer/license on the app)
+from solarforensics.checkpoints import build_checkpoint
 from solarforensics.datafiles import reference_path
 from solarforensics.render.terminal import render_terminal
 from solarforensics.results.document import new_document, read_document, schema
-from solarforensics.testing.checkpoints import build_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "licenses"
 APACHE = reference_path("licenses", "apache-2.0.txt").read_text(encoding="utf-8")
@@ -241,7 +241,7 @@ def test_the_sample_document_follows_the_contract_and_renders():
 
 
 def test_without_a_licence_file_the_case_runner_still_gets_a_document(tmp_path):
-    from solarforensics.analyses.license import license_report
+    from solarforensics.evidence.license import license_report
 
     fields = license_report(str(repo(tmp_path / "glm", None, "license: mit")), require_file=False)
     assert (fields["file"], fields["classification"], fields["verbatim"], fields["sections"]) == (None, None, False, [])

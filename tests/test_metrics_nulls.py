@@ -7,8 +7,8 @@ import pytest
 import scipy.stats
 import torch
 
+from solarforensics.bench.metrics import bench_memory, bench_metrics
 from solarforensics.errors import SelectionError, SpecError
-from solarforensics.metrics.bench import bench_memory, bench_metrics
 from solarforensics.metrics.nulls import aggregate_shuffle_null, reference_null_norm_gains, shuffle_null
 from solarforensics.metrics.similarity import pair_stats
 from solarforensics.metrics.stats import empirical_p, fisher_combine, format_p, log10_p, summarize

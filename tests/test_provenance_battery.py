@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from provenance_models import duplicate_layers, new_vocabulary, rescale_gains, rotate_residual, unrelated_layout
 from typer.testing import CliRunner
 
-from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
+from solarforensics.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
 from solarforensics.errors import BudgetError
 from solarforensics.metrics.stats import fisher_combine
+from solarforensics.provenance.run import ProvenanceRequest, provenance_models
 from solarforensics.results.document import schema, validate_document
-from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
-
-from provenance_models import duplicate_layers, new_vocabulary, rescale_gains, rotate_residual, unrelated_layout
 
 SIZE = {"hidden_size": 128, "num_layers": 6}
 MOE_SIZE = {"hidden_size": 128}
@@ -151,8 +150,8 @@ def test_selected_tests_only_and_their_prerequisites(zoo):
 
 
 def test_the_command_prints_the_plan_on_stderr_and_the_document_on_stdout(zoo, tmp_path):
-    from solarforensics import cli_provenance  # noqa: F401 (registers the command)
-    from solarforensics.cli_app import app
+    from solarforensics.cli import provenance  # noqa: F401 (registers the command)
+    from solarforensics.cli.app import app
 
     out = tmp_path / "prov.json"
     result = CliRunner().invoke(app, ["provenance", str(zoo["base"]), str(zoo["disguised"]), "--device", "cpu",
@@ -173,7 +172,7 @@ def schema_errors(doc: dict) -> list[str]:
 
 def test_large_w_q_is_streamed_layer_by_layer_with_the_same_cka(zoo, monkeypatch):
     held = run(zoo["base"], zoo["disguised"], tests="cka-q")
-    monkeypatch.setattr("solarforensics.analyses.provenance.STREAM_ABOVE", 0)  # as if W_Q weighed gigabytes
+    monkeypatch.setattr("solarforensics.provenance.run.STREAM_ABOVE", 0)  # as if W_Q weighed gigabytes
     streamed = run(zoo["base"], zoo["disguised"], tests="cka-q")
     assert streamed["layer_matrices"]["attn-q CKA"] == held["layer_matrices"]["attn-q CKA"]
     assert row(streamed, "attention-cka")["statistic"] == row(held, "attention-cka")["statistic"]
@@ -183,7 +182,7 @@ def test_large_w_q_is_streamed_layer_by_layer_with_the_same_cka(zoo, monkeypatch
 
 
 def test_folded_layers_reads_what_is_missing_and_lets_it_go(zoo):
-    from solarforensics.analyses.tests.weights import ModelWeights
+    from solarforensics.provenance.weights import ModelWeights
     from solarforensics.sources.spec import open_source
 
     weights = ModelWeights.of("A", open_source(str(zoo["base"])))

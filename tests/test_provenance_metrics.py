@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from solarforensics.analyses.tests.layer_alignment import align_layers, best_path
 from solarforensics.errors import SelectionError
 from solarforensics.metrics.cka import cka, cka_matrix, hsic, stack_grams, u_centered_gram
 from solarforensics.metrics.matching import assign, rank_test
+from solarforensics.provenance.battery.layer_alignment import align_layers, best_path
 
 
 def song_unbiased_hsic(k: torch.Tensor, l: torch.Tensor) -> float:

@@ -4,8 +4,8 @@ a Kolmogorov-Smirnov test per p-value, and never a "derived" verdict. Slow: run 
 import pytest
 from scipy.stats import kstest
 
-from solarforensics.analyses.provenance import ProvenanceRequest, provenance_models
-from solarforensics.testing.checkpoints import build_checkpoint
+from solarforensics.checkpoints import build_checkpoint
+from solarforensics.provenance.run import ProvenanceRequest, provenance_models
 
 PAIRS = 24
 FAMILIES = {"llama": {"hidden_size": 128, "num_layers": 6}, "glm4_moe": {"hidden_size": 128}}

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from solarforensics.analyses.tests.weights import not_applicable, result
-from solarforensics.analyses.verdict import combined_p, decide, load_thresholds
 from solarforensics.errors import FormatError
 from solarforensics.metrics.stats import fisher_combine
+from solarforensics.provenance.verdict import combined_p, decide, load_thresholds
+from solarforensics.provenance.weights import not_applicable, result
 from solarforensics.render.terminal import render_terminal
 from solarforensics.results.document import new_document
 

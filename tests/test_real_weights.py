@@ -86,7 +86,13 @@ def tokenize(folder: Path, texts: list[str], max_len: int = 48) -> tuple[torch.T
 
 def docstring_pairs() -> list[tuple[str, str]]:
     """(sentence, next sentence) from standard-library docstrings: a corpus every Python install has."""
-    import argparse, collections, functools, itertools, json as json_module, pathlib, textwrap  # noqa: E401
+    import argparse  # noqa: E401
+    import collections
+    import functools
+    import itertools
+    import json as json_module
+    import pathlib
+    import textwrap
 
     pairs = []
     for module in (argparse, collections, functools, itertools, json_module, pathlib, textwrap):
@@ -201,7 +207,7 @@ def run_json(cli, *args) -> dict:
 @pytest.fixture
 def cli_all(cli):
     """The `cli` fixture with every command module registered (provenance and tokenizer live in their own modules)."""
-    for module in ("solarforensics.cli_provenance", "solarforensics.cli_evidence"):
+    for module in ("solarforensics.cli.provenance", "solarforensics.cli.evidence"):
         if importlib.util.find_spec(module):
             importlib.import_module(module)
     return cli
@@ -227,7 +233,7 @@ def test_a_short_fine_tune_keeps_its_function_and_reads_as_derived(minilm, cli_a
     norms = doc["summary"]["groups"]["layernorm"]
     assert (norms["comparable"], norms["identical"]) == (12, 0) and norms["pearson_mean"] > 0.9999
     assert norms["p_aggregate"] <= 1 / 1001
-    if importlib.util.find_spec("solarforensics.analyses.provenance"):
+    if importlib.util.find_spec("solarforensics.provenance.run"):
         doc = run_json(cli_all, "provenance", minilm["gt"], minilm["tuned"], "--out", tmp_path / "p.json")
         assert doc["verdict"] == "derived"
         assert "attention-cka" in doc["decisive"]
@@ -245,7 +251,7 @@ def test_the_disguised_fine_tune_computes_the_same_and_only_provenance_sees_it(m
     groups = doc["summary"]["groups"]
     assert abs(groups["layernorm"]["pearson_mean"]) < 0.2 and abs(groups["attn"]["pearson_mean"]) < 0.1
     assert doc["summary"]["statements"][-1].startswith("Conclusion: centered similarity is indistinguishable")
-    if importlib.util.find_spec("solarforensics.analyses.provenance"):
+    if importlib.util.find_spec("solarforensics.provenance.run"):
         doc = run_json(cli_all, "provenance", minilm["gt"], minilm["disguised"], "--out", tmp_path / "p.json")
         assert doc["verdict"] == "derived"
         assert doc["decisive"] == ["attention-cka"]
@@ -292,7 +298,7 @@ def test_smollm2_and_gemma3_do_not_look_derived(ggufs, cli_all, tmp_path):
     assert code == 2  # 576-wide vs 640-wide gains: nothing pairs element-wise
     assert stderr.startswith("solarforensics: error: no selected pair has equal shapes (blk.0.attn_norm.weight [576] "
                              "vs [640])")
-    if importlib.util.find_spec("solarforensics.analyses.provenance"):
+    if importlib.util.find_spec("solarforensics.provenance.run"):
         doc = run_json(cli_all, "provenance", ggufs["smol"], ggufs["gemma"], "--tests",
                        "identity,norm-gains,residual-alignment,matching,corroborative", "--out", tmp_path / "p.json")
         assert doc["verdict"] != "derived" and doc["p_value"] > 0.01

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from solarforensics.checkpoints import build_checkpoint
 from solarforensics.errors import FormatError, ResultsError
 from solarforensics.results.document import path_inside, protected_dirs, read_document
 from solarforensics.sources import hub as hub_module
 from solarforensics.sources.cache import default_cache_dir
 from solarforensics.sources.spec import open_source
-from solarforensics.testing.checkpoints import build_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "solarforensics"
 SAMPLES = Path(__file__).parent / "sample_results"
@@ -36,7 +36,7 @@ NUMBERS = ("rows", "baselines", "layer_matrices")
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """`cli(*args, interrupt_after=None)`: `main()` run here; with a delay, a real SIGINT reaches it mid-run."""
-    from solarforensics.cli import main
+    from solarforensics.cli.main import main
 
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
     main_thread = threading.main_thread().ident
@@ -132,7 +132,7 @@ def test_sigint_at_random_points_leaves_whole_files_and_the_next_run_completes(c
 
 def console_script() -> list[str]:
     script = Path(sys.executable).parent / "solarforensics"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from solarforensics.cli import main; main()"]
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from solarforensics.cli.main import main; main()"]
 
 
 @pytest.mark.slow
@@ -218,8 +218,8 @@ def test_processes_hammering_one_cache_never_read_a_wrong_byte(tmp_path, capsys)
 
 
 def test_two_runs_sharing_a_cache_at_once_give_the_clean_numbers(hub_server, derived_pair_root, tmp_path):
-    from solarforensics.analyses.compare import CompareRequest, compare_models
-    from solarforensics.analyses.models import OpenOptions
+    from solarforensics.comparison.compare import CompareRequest, compare_models
+    from solarforensics.models import OpenOptions
 
     hub_server(derived_pair_root, latency_ms=5)
     request = CompareRequest("acme/a", "acme/b", "final-norm,attn-k,attn-v", permutations=99, device="cpu")
@@ -315,8 +315,8 @@ def test_a_hostile_results_file_cannot_steer_report_figures_out_of_their_folder(
 
 
 def test_a_matrix_over_a_glob_with_a_slash_names_its_heatmap_safely(cli, tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -428,7 +428,7 @@ HOSTILE_TEXT = {
 @pytest.mark.parametrize("case", HOSTILE_TEXT)
 @pytest.mark.parametrize("where", ["folder", "hub"])
 def test_a_hostile_tokenizer_file_is_refused_in_one_line(hub_server, tmp_path, case, where):
-    from solarforensics.analyses.tokenizer import read_vocabulary
+    from solarforensics.evidence.tokenizer import read_vocabulary
 
     content, message = HOSTILE_TEXT[case]
     folder = make_repo(tmp_path / "hub", "tok", {"tokenizer.json": content})
@@ -448,7 +448,7 @@ def test_a_hostile_tokenizer_file_is_refused_in_one_line(hub_server, tmp_path, c
 ])
 @pytest.mark.parametrize("where", ["folder", "hub"])
 def test_a_hostile_licence_file_is_refused_in_one_line(hub_server, tmp_path, content, message, where):
-    from solarforensics.analyses.license import read_licence
+    from solarforensics.evidence.license import read_licence
 
     folder = make_repo(tmp_path / "hub", "lic", {"LICENSE": content})
     server = hub_server(tmp_path / "hub")
@@ -479,7 +479,7 @@ TOKENIZER_JSON = st.recursive(
 @given(st.fixed_dictionaries({"model": TOKENIZER_JSON}, optional={"added_tokens": TOKENIZER_JSON,
                                                                   "pre_tokenizer": TOKENIZER_JSON}) | TOKENIZER_JSON)
 def test_any_tokenizer_json_structure_parses_or_is_one_formaterror(data):
-    from solarforensics.analyses.tokenizer_vocab import parse_tokenizer
+    from solarforensics.evidence.tokenizer_vocab import parse_tokenizer
 
     try:
         vocabulary = parse_tokenizer(data, "fuzz/tokenizer.json")

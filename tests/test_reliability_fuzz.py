@@ -25,7 +25,13 @@ from solarforensics.sources.gguf import GGUFSource
 from solarforensics.sources.gguf_format import DEFAULT_ALIGNMENT, VALUE_TYPES, parse_gguf
 from solarforensics.sources.gguf_quants import BLOCKS_BY_NAME, GGML_TYPES, SUPPORTED
 from solarforensics.sources.safetensors_format import (
-    DTYPES, MAX_DIMS, MAX_HEADER_BYTES, TensorRef, header_length, parse_header, tensor_from_bytes,
+    DTYPES,
+    MAX_DIMS,
+    MAX_HEADER_BYTES,
+    TensorRef,
+    header_length,
+    parse_header,
+    tensor_from_bytes,
 )
 from solarforensics.sources.spec import open_source
 

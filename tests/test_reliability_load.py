@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from solarforensics.checkpoints import build_checkpoint, derive_checkpoint
 from solarforensics.sources.base import TensorSource
-from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
 
 WORKERS = 64
 OPEN_AT_ONCE = 8  # analyses.models.open_models opens at most 8 models at a time
@@ -80,7 +80,7 @@ def client_threads() -> int:
 
 
 def matrix_in_process(cli_args: list[str]) -> int:
-    from solarforensics.cli import main
+    from solarforensics.cli.main import main
 
     faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)  # a deadlock ends the run with all stacks
     sys.argv = ["solarforensics", *cli_args]
@@ -129,7 +129,7 @@ import atexit, re, sys
 def status():
     text = open("/proc/self/status").read()
     return {k: int(re.search(rf"{k}:\s+(\d+)", text)[1]) << 10 for k in ("VmRSS", "VmHWM")}
-import numpy, scipy, torch, solarforensics.cli as cli
+import numpy, scipy, torch, solarforensics.cli.main as cli
 base = status()
 atexit.register(lambda: print(f"PROBE {base['VmRSS']} {status()['VmHWM']}", file=sys.stderr))
 sys.argv = ["solarforensics", *sys.argv[1:]]

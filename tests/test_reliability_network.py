@@ -43,7 +43,7 @@ class Run:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """`cli(*args)` runs the CLI's `main()` here, as the console script would, and returns code, stdout, stderr."""
-    from solarforensics.cli import main
+    from solarforensics.cli.main import main
 
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", RETRIES)
     monkeypatch.setattr(hub_module, "TIMEOUT_S", TIMEOUT_S)
@@ -264,7 +264,7 @@ def test_ranges_fetched_before_a_failure_are_kept_for_the_next_run(cli, hub_serv
 
 def console_script() -> list[str]:
     script = shutil.which("solarforensics", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", "from solarforensics.cli import main; main()"]
+    return [script] if script else [sys.executable, "-c", "from solarforensics.cli.main import main; main()"]
 
 
 def run_script(*args, env: dict, timeout: float = 120) -> Run:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from solarforensics.checkpoints import build_checkpoint, derive_checkpoint
 from solarforensics.sources import hub as hub_module
-from solarforensics.testing.checkpoints import build_checkpoint, derive_checkpoint
 
 TOKEN = "hf_SfCanaryToken0123456789abcdefXYZ"
 WRONG = "hf_SfCanaryWrongToken9876543210zyx"
@@ -48,7 +48,7 @@ def server_root(tmp_path, checkpoints):
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """`cli(*args)` runs `main()` here and returns (exit code, stdout, stderr, the exception under --debug)."""
-    from solarforensics.cli import main
+    from solarforensics.cli.main import main
 
     monkeypatch.setattr(hub_module, "HTTP_RETRIES", 0)
     runs = []
@@ -157,7 +157,7 @@ def test_debug_tracebacks_hold_no_token(cli, hub_server, server_root, monkeypatc
 def test_the_console_script_with_debug_logging_prints_no_token(hub_server, server_root, tmp_path):
     server = hub_server(server_root, cdn=True)
     script = Path(sys.executable).parent / "solarforensics"
-    fallback = [sys.executable, "-c", "from solarforensics.cli import main; main()"]
+    fallback = [sys.executable, "-c", "from solarforensics.cli.main import main; main()"]
     command = [str(script)] if script.exists() else fallback
     env = {**os.environ, "HF_TOKEN": TOKEN, "HF_DEBUG": "1", "SOLARFORENSICS_RETRIES": "0"}
     outputs = []

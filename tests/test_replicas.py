@@ -11,10 +11,10 @@ import httpx2
 import numpy as np
 import pytest
 
-from solarforensics.testing.hub_store import FolderStore, MultiStore
-from solarforensics.testing.replica_specs import load_replica_specs
-from solarforensics.testing.replica_tokenizers import byte_alphabet, phi_tokenizer, solar_glm_tokenizers
-from solarforensics.testing.replicas import MARKER_FILE, ReplicaStore, read_shard, replica_store
+from solarforensics.localhub.store import FolderStore, MultiStore
+from solarforensics.replicas.specs import load_replica_specs
+from solarforensics.replicas.store import MARKER_FILE, ReplicaStore, read_shard, replica_store
+from solarforensics.replicas.tokenizers import byte_alphabet, phi_tokenizer, solar_glm_tokenizers
 
 SOLAR, GLM, PHI, INTELLECT = ("upstage/Solar-Open-100B", "zai-org/GLM-4.5-Air", "microsoft/Phi-3.5-MoE-instruct",
                               "PrimeIntellect/INTELLECT-3")
@@ -103,7 +103,7 @@ def test_hub_source_reads_the_headers_over_http(store, hub_server):
 
 
 def test_compare_over_http_shows_the_trap_and_the_derived_control(store, hub_server, one_thread):
-    from solarforensics.analyses.compare import CompareRequest, compare_models
+    from solarforensics.comparison.compare import CompareRequest, compare_models
 
     hub_server(store)
     independent = compare_models(CompareRequest(SOLAR, GLM, "attn-norm", permutations=0))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from solarforensics.checkpoints import build_checkpoint, shard_files
 from solarforensics.errors import FormatError, NotFoundError, SpecError, UnsafeFormatError
 from solarforensics.sources.spec import open_source, parse_hub_spec
-from solarforensics.testing.checkpoints import build_checkpoint, shard_files
 
 
 def test_a_sharded_folder_reads_every_tensor_exactly(tmp_path):

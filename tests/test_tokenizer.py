@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-import solarforensics.cli_evidence  # noqa: F401  (registers arch/tokenizer/license on the app)
-from solarforensics.analyses.models import open_model
-from solarforensics.analyses.tokenizer import shared_token_map
-from solarforensics.analyses.tokenizer_vocab import bytes_to_unicode, parse_tokenizer, surface_of
+import solarforensics.cli.evidence  # noqa: F401  (registers arch/tokenizer/license on the app)
+from solarforensics.checkpoints import build_checkpoint
+from solarforensics.evidence.tokenizer import shared_token_map
+from solarforensics.evidence.tokenizer_vocab import bytes_to_unicode, parse_tokenizer, surface_of
+from solarforensics.models import open_model
 from solarforensics.results.document import read_document, schema
-from solarforensics.testing.checkpoints import build_checkpoint
 
 # GPT-2's byte alphabet in vocabulary order (printable bytes first), as GLM holds it at ids 0-255.
 _TABLE = bytes_to_unicode()
@@ -241,8 +241,8 @@ def test_the_terminal_view_shows_the_offsets_and_the_shared_block(cli, tmp_path)
 def test_the_replica_tokenizers_give_the_published_solar_glm_numbers():
     """The replicas' tokenizer.json files are built to the published structure (DISPUTE.md §1I, SIO
     01_tokenizer_compare.json); our counting must land on the published numbers exactly."""
-    from solarforensics.analyses.tokenizer import merge_overlap, shared_pairs, vocabulary_overlap
-    from solarforensics.testing.replica_tokenizers import solar_glm_tokenizers
+    from solarforensics.evidence.tokenizer import merge_overlap, shared_pairs, vocabulary_overlap
+    from solarforensics.replicas.tokenizers import solar_glm_tokenizers
 
     solar_json, glm_json = solar_glm_tokenizers()
     solar, glm = parse_tokenizer(json.loads(solar_json), "solar"), parse_tokenizer(json.loads(glm_json), "glm")

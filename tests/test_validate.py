@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import solarforensics.cli_zoo  # noqa: F401 - registers `zoo build` and `validate`
+import solarforensics.cli.zoo  # noqa: F401 - registers `zoo build` and `validate`
 from solarforensics.datafiles import config_path
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
-import solarforensics.cli_zoo  # noqa: F401 - registers `zoo build` and `validate` until cli.py imports it
+import solarforensics.cli.zoo  # noqa: F401 - registers `zoo build` and `validate` until cli.py imports it
 from solarforensics.results.document import schema
 from solarforensics.zoo.build import SIZES, plan
 from solarforensics.zoo.train import load_model

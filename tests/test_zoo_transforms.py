@@ -10,12 +10,13 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from solarforensics.checkpoints import tensor_names, write_tokenizer
 from solarforensics.families.family import find_family
-from solarforensics.testing.checkpoints import tensor_names, write_tokenizer
 from solarforensics.zoo import transforms
+from solarforensics.zoo.architecture import MoEShape, Shape, TinyLlama
 from solarforensics.zoo.build import SIZES, build_zoo, plan
 from solarforensics.zoo.moe import BALANCE_WEIGHT, TinyMoE, permute_experts, upcycle
-from solarforensics.zoo.train import MoEShape, Schedule, Shape, TinyLlama, init_model, load_model, save_model, train
+from solarforensics.zoo.train import Schedule, init_model, load_model, save_model, train
 
 DENSE = Shape()  # hidden 64, 2 layers, 4 query heads in 2 KV groups, MLP 128, vocab 512
 MOE = MoEShape(**{**asdict(DENSE), "intermediate": 64}, experts=4, top_k=2)

@@ -9,12 +9,12 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from safetensors import safe_open
 
+from solarforensics.checkpoints import build_checkpoint
 from solarforensics.families.family import find_family
 from solarforensics.families.selection import select
+from solarforensics.localhub.server import HubServer
 from solarforensics.sources.cache import RangeCache
 from solarforensics.sources.hub import HubSource
-from solarforensics.testing.checkpoints import build_checkpoint
-from solarforensics.testing.hub_server import HubServer
 
 # Big enough that norm gains sit between megabytes of expert weights in several shards, as in real checkpoints.
 BENCH_MODELS = {

@@ -12,7 +12,13 @@ from solarforensics.datafiles import config_path
 from solarforensics.errors import FormatError, NotFoundError
 from solarforensics.families.family_map import Condition, Family, FusedSplit, Match, Tied, template_key
 from solarforensics.families.roles import (
-    CONFIG_KEYS, DENSE_MLP_ROLES, MOE_ROLES, MTP_ROLES, NORM_ROLES, ROLE_ORDER, ROLES,
+    CONFIG_KEYS,
+    DENSE_MLP_ROLES,
+    MOE_ROLES,
+    MTP_ROLES,
+    NORM_ROLES,
+    ROLE_ORDER,
+    ROLES,
 )
 
 # The vocabulary (roles.py) and the Family map (family_map.py) live beside this module and are re-exported here,

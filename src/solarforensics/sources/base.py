@@ -10,7 +10,14 @@ import torch
 
 from solarforensics.errors import FormatError, NotFoundError
 from solarforensics.sources.cache import RangeCache
-from solarforensics.sources.ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, DEFAULT_WORKERS, Span, fetch_spans, plan_spans
+from solarforensics.sources.ranges import (
+    DEFAULT_MAX_GAP,
+    DEFAULT_MAX_SPAN,
+    DEFAULT_WORKERS,
+    Span,
+    fetch_spans,
+    plan_spans,
+)
 from solarforensics.sources.safetensors_format import TensorRef, tensor_from_bytes
 
 MAX_TEXT_FILE_BYTES = 64 << 20  # config/tokenizer/licence files: tokenizer.json of big vocabularies is ~20 MB

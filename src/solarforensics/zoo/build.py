@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from solarforensics.checkpoints import permute_residual
 from solarforensics.errors import FormatError, SpecError
-from solarforensics.testing.checkpoints import permute_residual
 from solarforensics.zoo import moe, transforms
+from solarforensics.zoo.architecture import MoEShape, Shape
 from solarforensics.zoo.corpus import corpus_text, stdlib_files, token_ids, train_tokenizer
-from solarforensics.zoo.train import MoEShape, Schedule, Shape, init_model, load_model, save_model, train
+from solarforensics.zoo.train import Schedule, init_model, load_model, save_model, train
 
 MANIFEST = "manifest.json"
 ZOO_VERSION = 1

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from solarforensics.zoo.train import Attention, Body, MoEShape, RMSNorm, TinyLlama
+from solarforensics.zoo.architecture import Attention, Body, MoEShape, RMSNorm, TinyLlama
 
 BALANCE_WEIGHT = 0.01  # Switch Transformer's coefficient for the load-balancing loss
 

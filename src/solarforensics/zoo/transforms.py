@@ -8,7 +8,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from solarforensics.zoo.train import Shape, TinyLlama, init_model
+from solarforensics.zoo.architecture import Shape, TinyLlama
+from solarforensics.zoo.train import init_model
+
 
 def _mlp_readers_writers(layer: nn.Module) -> tuple[list[nn.Linear], list[nn.Linear]]:
     """The MLP matrices that read the residual stream and those that write to it, dense or MoE."""

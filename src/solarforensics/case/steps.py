@@ -1,0 +1,202 @@
+"""The steps of a case: what each step kind reads (planned before any tensor is read) and the analysis it runs.
+
+Analyses are imported when their step runs, so a build without one of them skips that step with the reason instead
+of failing the whole case; nothing is ever stubbed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from solarforensics.errors import ForensicsError, SelectionError
+from solarforensics.models import OpenOptions
+from solarforensics.sources.base import TensorSource
+
+KINDS = ("arch", "tokenizer", "license", "compare", "matrix", "provenance")
+
+
+class StepSkipped(Exception):
+    """The step cannot run in this build or with these models (the reason is the message)."""
+
+
+@dataclass
+class StepContext:
+    roles: dict[str, str]  # case role -> model spec
+    options: OpenOptions
+    device: str = "auto"
+    seed: int = 0
+    budget_left: int | None = None
+    announce: Callable[[str], None] = lambda text: None
+
+    def spec(self, role: str) -> str:
+        return self.roles[role]
+
+
+def step_roles(step: dict) -> list[str]:
+    """The case roles (a, b, unrelated, derived) a step reads, in order."""
+    if step["kind"] == "matrix":
+        return list(step["models"])
+    if step["kind"] == "license":
+        return [step["model"]]
+    return [r for r in (step.get("a"), step.get("b"), step.get("control")) if r]
+
+
+def describe(step: dict, roles: dict[str, str]) -> str:
+    """The step as the equivalent command line."""
+    names = [roles.get(r, r) for r in step_roles(step)]
+    if step["kind"] == "matrix":
+        return f"matrix --models {','.join(names)} --tensors {step['tensors']}"
+    if step["kind"] == "compare":
+        extra = f" --control {names[2]}" if step.get("control") else ""
+        extra += f" --layers {step['layers']}" if step.get("layers") else ""
+        extra += f" --permutations {step['permutations']}" if "permutations" in step else ""
+        return f"compare {names[0]} {names[1]} --tensors {step['tensors']}{extra}"
+    if step["kind"] == "provenance":
+        return f"provenance {names[0]} {names[1]} --tests {step.get('tests', 'all')}"
+    return f"{step['kind']} {' '.join(names)}"
+
+
+# -- planning ----------------------------------------------------------------------------------------------------
+
+
+def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dict[str, set[str]] | None) -> int | None:
+    """Tensor bytes the step will read, not counting tensors an earlier step read (`seen`, when the range cache
+    keeps them); None when the step plans its own reads (provenance) and 0 when it reads no tensors."""
+    kind = step["kind"]
+    if kind == "provenance":
+        return None
+    if kind not in ("compare", "matrix"):
+        return 0
+    from solarforensics.comparison.pairing import pair_models, select_tensors
+
+    wanted: dict[str, set[str]] = {}
+    if kind == "matrix":
+        for role in step["models"]:
+            selected = select_tensors(sources[role], step["tensors"]).selected
+            wanted.setdefault(role, set()).update(s.name for s in selected)
+    else:
+        a, b, control = step["a"], step["b"], step.get("control")
+        layers = step.get("layers", "same")
+        pairs = [(a, b, layers)] + ([(control, a, "same"), (control, b, "same")] if control else [])
+        for first, second, mode in pairs:
+            try:
+                found, _, _, _ = pair_models(sources[first], sources[second], step["tensors"], mode)
+            except SelectionError:
+                continue
+            wanted.setdefault(first, set()).update(x.name for x, _ in found)
+            wanted.setdefault(second, set()).update(y.name for _, y in found)
+    total = 0
+    for role, names in wanted.items():
+        new = names - seen.get(role, set()) if seen is not None else names
+        total += sources[role].planned_bytes(new)
+        if seen is not None:
+            seen.setdefault(role, set()).update(names)
+    return total
+
+
+def small_file_sizes(source: TensorSource, options: OpenOptions) -> dict[str, int]:
+    """Sizes of the repo's files (one listing request for a Hub repo, a stat per file for a folder)."""
+    record = source.provenance
+    if record.kind == "hub":
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=record.endpoint, token=options.token)
+        info = api.model_info(record.repo, revision=record.resolved_commit, files_metadata=True)
+        record.count(requests=1)
+        return {s.rfilename: s.size or 0 for s in info.siblings or []}
+    if record.path:
+        root = Path(record.path)
+        root = root if root.is_dir() else root.parent
+        return {name: (root / name).stat().st_size for name in source.list_files() if (root / name).is_file()}
+    return {}
+
+
+def weight_file_bytes(source: TensorSource) -> int:
+    """Sum of the sizes of the weight files (the shards whose headers were read)."""
+    shards = {ref.file for ref in source.tensors.values()}
+    files = source.provenance.files
+    return sum(files[f].size if f in files and files[f].size else max(r.end for r in source.tensors.values()
+                                                                      if r.file == f) for f in shards)
+
+
+# -- running -----------------------------------------------------------------------------------------------------
+
+
+def _analysis(module: str, function: str) -> Callable:
+    name = module.rsplit(".", 1)[-1]
+    try:
+        loaded = importlib.import_module(f"solarforensics.{module}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("solarforensics"):
+            raise StepSkipped(f"the {name} analysis is not in this build ({exc.name} missing)") from None
+        raise
+    found = getattr(loaded, function, None)
+    if found is None:
+        raise StepSkipped(f"the {name} analysis has no {function}() in this build")
+    return found
+
+
+def run_step(step: dict, ctx: StepContext) -> tuple[str, dict]:
+    """(results kind, document fields) of one step."""
+    kind = step["kind"]
+    if kind not in KINDS:
+        raise StepSkipped(f"unknown step kind {kind!r} (known: {', '.join(KINDS)})")
+    return kind, RUNNERS[kind](step, ctx)
+
+
+def _arch(step: dict, ctx: StepContext) -> dict:
+    return _analysis("evidence.arch", "compare_architectures")(ctx.spec(step["a"]), ctx.spec(step["b"]), ctx.options)
+
+
+def _tokenizer(step: dict, ctx: StepContext) -> dict:
+    return _analysis("evidence.tokenizer", "compare_tokenizers")(ctx.spec(step["a"]), ctx.spec(step["b"]), ctx.options)
+
+
+def _license(step: dict, ctx: StepContext) -> dict:
+    report = _analysis("evidence.license", "license_report")
+    # A repo without a licence file is a finding of this step, not a failure.
+    return report(ctx.spec(step["model"]), ctx.options, step.get("against", "apache-2.0"), require_file=False)
+
+
+def _compare(step: dict, ctx: StepContext) -> dict:
+    compare_models = _analysis("comparison.compare", "compare_models")
+    from solarforensics.comparison.compare import CompareRequest
+
+    control = ctx.spec(step["control"]) if step.get("control") else None
+    request = CompareRequest(ctx.spec(step["a"]), ctx.spec(step["b"]), step["tensors"], step.get("layers", "same"),
+                             control, ctx.device, False, int(step.get("permutations", 1000)), ctx.seed,
+                             budget_bytes=ctx.budget_left)
+    return compare_models(request, ctx.options)
+
+
+def _matrix(step: dict, ctx: StepContext) -> dict:
+    matrix_models = _analysis("comparison.matrix", "matrix_models")
+    return matrix_models([ctx.spec(r) for r in step["models"]], step["tensors"], ctx.options, ctx.device)
+
+
+def _provenance(step: dict, ctx: StepContext) -> dict:
+    provenance_models = _analysis("provenance.run", "provenance_models")
+    from solarforensics.provenance.run import ProvenanceRequest
+
+    request = ProvenanceRequest(ctx.spec(step["a"]), ctx.spec(step["b"]), tests=step.get("tests", "all"),
+                                budget_bytes=ctx.budget_left, device=ctx.device, seed=ctx.seed)
+
+    def announce(plan: dict) -> None:
+        fraction = plan.get("fraction")
+        share = f" ({100 * fraction:.2f}% of the two checkpoints)" if fraction else ""
+        ctx.announce(f"provenance will read {plan['planned_bytes']:,} bytes of tensors{share}")
+
+    return provenance_models(request, ctx.options, announce=announce)
+
+
+RUNNERS: dict[str, Callable[[dict, StepContext], dict]] = {
+    "arch": _arch, "tokenizer": _tokenizer, "license": _license, "compare": _compare, "matrix": _matrix,
+    "provenance": _provenance,
+}
+
+
+def failure_text(error: BaseException) -> str:
+    return error.one_line() if isinstance(error, ForensicsError) else f"{type(error).__name__}: {error}"

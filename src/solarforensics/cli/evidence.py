@@ -1,0 +1,57 @@
+"""Commands that weigh evidence beside the weights: architecture, tokenizer and licence comparisons."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from solarforensics.cli.app import app, finish, options
+from solarforensics.cli.options import Endpoint, JsonOut, NoCache, OutFile
+from solarforensics.results.document import default_out_path
+
+ModelA = Annotated[str, typer.Argument(help="Model A: alias, Hub id (owner/name[@rev]), folder or file.")]
+ModelB = Annotated[str, typer.Argument(help="Model B.")]
+
+
+@app.command()
+def arch(a: ModelA, b: ModelB, out_file: OutFile = None, as_json: JsonOut = False, endpoint: Endpoint = None,
+         no_cache: NoCache = False) -> None:
+    """Configs side by side, parameter counts by component, active parameters, and which tensor groups compare."""
+    from solarforensics.evidence.arch import compare_architectures
+
+    fields = compare_architectures(a, b, options(endpoint, no_cache))
+    finish("arch", fields, out_file or default_out_path("arch", [a, b]), as_json)
+
+
+@app.command()
+def tokenizer(
+    a: ModelA,
+    b: ModelB,
+    export_map: Annotated[Path | None, typer.Option("--export-map", help="Write the shared-token map (JSON) here.",
+                                                    show_default=False)] = None,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Shared tokens (matched by their text across byte-level/metaspace/WordPiece), ids, offsets, merges, specials."""
+    from solarforensics.evidence.tokenizer import compare_tokenizers
+
+    fields = compare_tokenizers(a, b, options(endpoint, no_cache), export_map)
+    finish("tokenizer", fields, out_file or default_out_path("tokenizer", [a, b]), as_json)
+
+
+@app.command("license")
+def license_(
+    source: Annotated[str, typer.Argument(help="Alias, Hub id (owner/name[@rev]) or folder.")],
+    against: Annotated[str, typer.Option("--against", help="Reference licence to compare with.")] = "apache-2.0",
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+    no_cache: NoCache = False,
+) -> None:
+    """The licence file(s) against the canonical Apache-2.0, section by section, and the card's declared licence."""
+    from solarforensics.evidence.license import license_report
+
+    fields = license_report(source, options(endpoint, no_cache), against)
+    finish("license", fields, out_file or default_out_path("license", [source]), as_json)

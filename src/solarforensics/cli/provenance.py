@@ -1,0 +1,57 @@
+"""The `provenance` command: the test battery and its verdict for one pair of models."""
+
+from typing import Annotated
+
+import typer
+
+from solarforensics.cli.app import app, err, finish, options
+from solarforensics.cli.options import (
+    BudgetBytes,
+    Device,
+    Endpoint,
+    JsonOut,
+    MaxGap,
+    NoCache,
+    OutFile,
+    Thresholds,
+    Workers,
+)
+from solarforensics.cli.progress import byte_progress
+from solarforensics.results.document import default_out_path
+
+
+def _announce(plan: dict) -> None:
+    """The bytes about to be read, on stderr before any tensor is read (stdout stays clean for --json)."""
+    from solarforensics.render.formatting import fmt_bytes
+
+    share = f"{100 * plan['fraction']:.2f}% of" if plan.get("fraction") is not None else "of"
+    per_test = ", ".join(f"{test} {fmt_bytes(n)}" for test, n in plan["per_test"].items())
+    err.print(f"provenance: reading {fmt_bytes(plan['planned_bytes'])} of tensors, {share} the two checkpoints' "
+              f"{fmt_bytes(plan['checkpoint_bytes'])} ({per_test})", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def provenance(
+    a: Annotated[str, typer.Argument(help="Model A: alias, Hub id (owner/name[@rev]), folder or file.")],
+    b: Annotated[str, typer.Argument(help="Model B.")],
+    tests: Annotated[str, typer.Option("--tests", help="all, or some of: identity, norm-gains, residual-alignment, "
+                                                       "cka, cka-q, matching, corroborative.")] = "all",
+    budget_bytes: BudgetBytes = None,
+    device: Device = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    thresholds: Thresholds = None,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+    no_cache: NoCache = False,
+    workers: Workers = None,
+    max_gap: MaxGap = None,
+) -> None:
+    """Was one model initialised from the other? Identity, alignment, attention CKA, layer map, matching; a verdict."""
+    from solarforensics.provenance.run import ProvenanceRequest, provenance_models
+
+    request = ProvenanceRequest(a, b, tests=tests, budget_bytes=budget_bytes, device=device, seed=seed,
+                                thresholds=str(thresholds) if thresholds else None)
+    with byte_progress(not as_json) as progress:
+        fields = provenance_models(request, options(endpoint, no_cache, workers, max_gap), progress, _announce)
+    finish("provenance", fields, out_file or default_out_path("provenance", [a, b]), as_json)

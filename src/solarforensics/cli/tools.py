@@ -1,0 +1,76 @@
+"""Tools: the local Hub server and the benchmarks."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from solarforensics.cli.app import app, bench_app, err, hub_app, out
+from solarforensics.cli.options import Device, MaxGap, Workers
+from solarforensics.errors import ForensicsError
+
+
+@hub_app.command("serve")
+def hub_serve(
+    root: Annotated[Path | None, typer.Argument(help="Folder of repos laid out as ROOT/owner/name/.")] = None,
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0 = any free port).")] = 8080,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Delay before every answer.")] = 0,
+    bandwidth: Annotated[int | None, typer.Option("--bandwidth", help="Bytes per second per answer.")] = None,
+    cdn: Annotated[bool, typer.Option("--cdn", help="Redirect weight files to a second 'CDN' origin.")] = False,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND[:GLOB[:COUNT]], e.g. 429:*.safetensors:2.")] = None,
+    replicas: Annotated[bool, typer.Option("--replicas", help="Also serve full-scale virtual replicas of Solar, GLM, Phi, INTELLECT-3.")] = False,
+) -> None:
+    """Serve ROOT/owner/name folders (and/or virtual replicas) as Hub model repos on 127.0.0.1 (until Ctrl-C)."""
+    from solarforensics.localhub.server import serve
+
+    if root is not None and not root.is_dir():
+        raise ForensicsError(f"{root}: not a folder")
+    if root is None and not replicas:
+        raise ForensicsError("nothing to serve", "give a folder ROOT and/or --replicas")
+    extra = ()
+    if replicas:
+        from solarforensics.replicas.store import replica_store
+
+        extra = (replica_store(),)
+    serve(root, port=port, latency_ms=latency_ms, bandwidth=bandwidth, cdn=cdn, faults=fault or [], extra_stores=extra)
+
+
+@bench_app.command("fetch")
+def bench_fetch(
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated latency of the local Hub.")] = 50,
+    workers: Workers = None,
+    max_gap: MaxGap = None,
+) -> None:
+    """Bytes, requests and time to read all norm gains of two sharded models: ours vs per-tensor vs whole shards."""
+    from solarforensics.bench.fetch import bench_fetch as run
+    from solarforensics.render.listing import print_figures
+
+    print_figures(out, f"bench fetch (local Hub, {latency_ms} ms latency)", run(latency_ms=latency_ms, workers=workers, max_gap=max_gap))
+
+
+@bench_app.command("metrics")
+def bench_metrics(
+    size_mb: Annotated[int, typer.Option("--size-mb", help="Size of each input tensor in MiB.")] = 256,
+    device: Device = "auto",
+) -> None:
+    """GB/s of the streaming cosine/Pearson/MAD pass vs a plain numpy pass; peak memory on a tensor over the budget."""
+    from solarforensics.bench.metrics import bench_memory
+    from solarforensics.bench.metrics import bench_metrics as run
+    from solarforensics.render.listing import print_figures
+
+    print_figures(out, "bench metrics: throughput", run(size_bytes=size_mb << 20, device=device))
+    print_figures(out, "bench metrics: memory", bench_memory(total_elements=64 << 20, chunk_elements=1 << 22))
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the case file and reports go.")] = Path("results/demo"),
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated Hub latency.")] = 30,
+) -> None:
+    """The embedded demo, no network: a local Hub serving full-scale virtual replicas, and the Solar vs GLM case over HTTP."""
+    from solarforensics.case.demo import run_demo_case
+    from solarforensics.cli.case import print_case_summary
+
+    outcome = run_demo_case(out_dir, latency_ms=latency_ms, say=lambda text: err.print(text, highlight=False, markup=False))
+    print_case_summary(outcome.doc)
+    out.print(f"report: {outcome.report_html}")
