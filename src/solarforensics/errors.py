@@ -52,3 +52,7 @@ class ResultsError(ForensicsError):
 
 class BudgetError(ForensicsError):
     """A byte budget too small for the requested work."""
+
+
+class IndexFileError(ForensicsError):
+    """A fingerprint index that cannot be used: corrupt, of a newer schema, or held by another writer."""
