@@ -9,7 +9,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Importing a command module registers its commands on the app.
-from solarforensics.cli import compare, catalog, evidence, provenance, tools, case, zoo  # noqa: F401, I001 (order = order in --help)
+from solarforensics.cli import compare, catalog, evidence, provenance, population, tools, case, zoo  # noqa: F401, I001 (order = order in --help)
 from solarforensics.cli.app import app, err
 from solarforensics.errors import ForensicsError
 

@@ -46,6 +46,7 @@ def model_info(repo: Repo, commit: Commit) -> dict:
     info = {
         "_id": commit.sha[:24], "id": repo.id, "modelId": repo.id, "author": repo.id.split("/")[0],
         "sha": commit.sha, "lastModified": _iso_time(commit.last_modified), "private": repo.private,
+        "createdAt": _iso_time(commit.last_modified),
         "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0, "tags": tags,
         "library_name": (card or {}).get("library_name"),
         "siblings": [_sibling(f) for f in commit.files.values()],

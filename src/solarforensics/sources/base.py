@@ -187,6 +187,34 @@ class TensorSource:
         shape = (len(rows), *ref.shape[1:])
         return tensor_from_bytes(buf, TensorRef(name, ref.file, ref.dtype, shape, 0, len(buf)))
 
+    def read_row_blocks(self, blocks: dict[str, list[int]], progress: Callable[[int], None] | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """For each named tensor, the rows listed (in that order), all tensors in one batch of coalesced requests:
+        consecutive rows are one range, so a leading block of rows costs one request. Not cached."""
+        spans: dict[str, list[tuple[int, tuple[str, int, int]]]] = {}
+        for name, rows in blocks.items():
+            ref = self.ref(name)
+            if not ref.shape or any(not 0 <= r < ref.shape[0] for r in rows):
+                raise NotFoundError(f"{self.name}: tensor {name!r} of shape {list(ref.shape)} has no rows "
+                                    f"{list(rows)[:5]}…")
+            width = ref.nbytes // ref.shape[0]
+            runs, start = [], None
+            for i, row in enumerate(rows):
+                if start is None:
+                    start = row
+                if i + 1 == len(rows) or rows[i + 1] != row + 1:
+                    runs.append((start, (ref.file, ref.start + start * width, ref.start + (row + 1) * width)))
+                    start = None
+            spans[name] = runs
+        fetched = self.read_ranges([key for runs in spans.values() for _, key in runs], progress)
+        out = {}
+        for name, runs in spans.items():
+            ref = self.ref(name)
+            buf = b"".join(bytes(fetched[key]) for _, key in runs)
+            shape = (len(blocks[name]), *ref.shape[1:])
+            out[name] = tensor_from_bytes(buf, TensorRef(name, ref.file, ref.dtype, shape, 0, len(buf)))
+        return out
+
     def iter_tensors(
         self, names: Iterable[str], batch_bytes: int = 256 << 20, progress: Callable[[int], None] | None = None
     ) -> Iterator[tuple[str, torch.Tensor]]:

@@ -109,6 +109,8 @@ class HubSource(TensorSource):
             raise TransferError(f"{self.endpoint} gave no commit sha for {repo}; cannot pin the revision")
         self.commit = info.sha
         self.card_data = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
+        created = getattr(info, "created_at", None)
+        self.created_at = created.isoformat() if hasattr(created, "isoformat") else created
         self.provenance = Provenance(
             spec=self.spec, kind="hub", repo=repo, endpoint=self.endpoint,
             requested_revision=revision or "main", resolved_commit=self.commit,
