@@ -139,3 +139,23 @@ def test_modeldna_is_skipped_cleanly_when_not_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     got = modeldna_lineage(tmp_path, {"forest": FOREST})
     assert got["ran"] is False and "not installed" in got["reason"] and got["tool"] == "modeldna"
+
+
+@pytest.mark.slow
+def test_modeldna_asked_for_the_parents_of_a_micro_tree(tmp_path):
+    from solarforensics.validation.peer import find_modeldna
+    from solarforensics.zoo.forest import build_forest
+
+    if find_modeldna() is None:
+        pytest.skip("modeldna not installed (SOLARFORENSICS_MODELDNA)")
+    forest = build_forest(tmp_path / "forest", "micro", seed=5)["forest"]
+    keep = {m["name"] for m in forest["models"] if m["family"] in ("d64a", "solo-seed", "solo-order")}
+    subset = {"models": [m for m in forest["models"] if m["name"] in keep],
+              "edges": [e for e in forest["edges"] if e["child"] in keep],
+              "roots": [r for r in forest["roots"] if r in keep]}
+    got = modeldna_lineage(tmp_path / "forest", subset)
+    assert got["ran"] is True and got["errors"] == [], got.get("errors")
+    report = got["report"]
+    assert report["models"] == 18 and report["independent_pairs"] == 16 * 2 + 1
+    assert report["per_op"]["upscale"]["correct"] == 0  # another layer count: modeldna never compares them
+    assert 0.0 <= report["top1_parent_accuracy"] < 1.0
