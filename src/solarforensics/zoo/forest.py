@@ -14,7 +14,7 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from solarforensics.errors import FormatError, SpecError
@@ -25,13 +25,13 @@ from solarforensics.zoo.build import (CORPUS_NOTE, MANIFEST, ZOO_VERSION, Pair, 
 FOREST_VERSION = 1
 CARD_OWNER = "zoo"  # cards name parents as repo ids zoo/NAME, the repos `validate --via-hub` serves the folders as
 MISSING_SHARE, WRONG_SHARE = 0.45, 0.02  # Hub base_model: 100 of 222 derived models missing, 2 wrong (TensorLock)
-EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 SEEDS_PER_FOREST = 10_000  # init/order/disguise seeds of forest seed S lie in [S * 10,000, (S + 1) * 10,000)
 
 
 @dataclass(frozen=True)
 class ForestSize(Size):
-    large: Shape = Shape()  # the second model size: wider and deeper than `shape`
+    large: Shape = field(default_factory=Shape)  # the second model size: wider and deeper than `shape`
 
 
 FOREST_SIZES = {
