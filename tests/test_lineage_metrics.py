@@ -11,9 +11,11 @@ from solarforensics.zoo.forest import FOREST_SIZES, forest_section, plan_forest
 
 # R -> A, R -> B, A -> C, (A, B) -> M (a merge); X is unrelated to all of them.
 FOREST = {
-    "models": [{"name": n, "parents": p, "op": op, "generation": g, "family": f} for n, p, op, g, f in (
-        ("R", [], "train", 0, "R"), ("A", ["R"], "tune", 1, "R"), ("B", ["R"], "tune", 1, "R"),
-        ("C", ["A"], "tune", 2, "R"), ("M", ["A", "B"], "merge", 2, "R"), ("X", [], "train", 0, "X"))],
+    "models": [{"name": n, "parents": p, "op": op, "generation": g, "family": f, "transformations": t}
+               for n, p, op, g, f, t in (
+        ("R", [], "train", 0, "R", ["pre-training"]), ("A", ["R"], "tune", 1, "R", ["fine-tune"]),
+        ("B", ["R"], "tune", 1, "R", ["fine-tune", "residual rotation"]), ("C", ["A"], "tune", 2, "R", ["fine-tune"]),
+        ("M", ["A", "B"], "merge", 2, "R", ["weight average"]), ("X", [], "train", 0, "X", ["pre-training"]))],
     "edges": [{"parent": p, "child": c, "op": op} for p, c, op in (
         ("R", "A", "tune"), ("R", "B", "tune"), ("A", "C", "tune"), ("A", "M", "merge"), ("B", "M", "merge"))],
     "roots": ["R", "X"],
@@ -93,6 +95,9 @@ def test_lineage_report_of_the_hand_forest():
                                 "tune": {"models": 3, "correct": 2, "accuracy": 2 / 3}}
     assert report["per_generation"] == {"1": {"models": 2, "correct": 1, "accuracy": 0.5},
                                         "2": {"models": 2, "correct": 2, "accuracy": 1.0}}
+    assert report["per_transformation"] == {"fine-tune": {"models": 3, "correct": 2, "accuracy": 2 / 3},
+                                            "residual rotation": {"models": 1, "correct": 0, "accuracy": 0.0},
+                                            "weight average": {"models": 1, "correct": 1, "accuracy": 1.0}}
     assert report["wrong_parents"] == [{"child": "B", "predicted": "A", "true": ["R"]}]
     assert (report["roots_true"], report["roots_predicted"], report["roots_correct"]) == (2, 2, 1)
     assert report["targets"] == {"top1_parent_accuracy": False, "edge_f1": False, "family_ari": False,

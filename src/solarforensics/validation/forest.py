@@ -52,10 +52,14 @@ def _predicted(predicted: dict, name: Callable[[str], str]) -> tuple[list[dict],
 
 
 def _breakdown(models: list[dict], correct: dict[str, bool], key: str) -> dict:
+    """Parent recovery per value of a model field (per item of a list field: a model counts under each)."""
     out: dict = {}
     for model in models:
-        if model["name"] in correct:
-            row = out.setdefault(str(model[key]), {"models": 0, "correct": 0})
+        if model["name"] not in correct:
+            continue
+        values = model.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            row = out.setdefault(str(value), {"models": 0, "correct": 0})
             row["models"] += 1
             row["correct"] += correct[model["name"]]
     for row in out.values():
@@ -112,6 +116,7 @@ def lineage_report(forest_manifest: dict, predicted: dict, related_pairs: Iterab
         "unknown_models": sorted({m for e in edges for m in (e["parent"], e["child"])} - set(names)),
         "per_op": _breakdown(models, top1["per_model"], "op"),
         "per_generation": _breakdown(models, top1["per_model"], "generation"),
+        "per_transformation": _breakdown(models, top1["per_model"], "transformations"),
         "wrong_parents": [{"child": c, "predicted": guess.get(c), "true": sorted(true_parents[c])}
                           for c, ok in top1["per_model"].items() if not ok],
     }
