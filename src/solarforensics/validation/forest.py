@@ -191,7 +191,8 @@ def modeldna_lineage(zoo_dir: str | Path, forest_manifest: dict, exe: str | None
         best = max(others, key=lambda c: c["probability"] or 0.0, default=None)
         if best is not None and (best["probability"] or 0.0) >= MODELDNA_PARENT:
             edges.append({"parent": best["model"], "child": child, "confidence": best["probability"],
-                          "evidence": f"modeldna scan: {best['verdict']}"})
+                          "evidence": f"modeldna scan: best other candidate, p {best['probability']:.3f} "
+                                      f"(the scan's verdict: {best['verdict']})"})
     names = [m["name"] for m in models]
     predicted = {"kind": "lineage", "families": _components(names, [tuple(p) for p in related]), "edges": edges,
                  "roots": sorted(set(names) - {e["child"] for e in edges})}
