@@ -20,20 +20,31 @@ app.add_typer(zoo_app, name="zoo")
 def zoo_build(
     directory: Annotated[Path, typer.Argument(help="Folder for the zoo (models + manifest.json); reused as a cache.")],
     size: Annotated[str, typer.Option("--size", help="tiny (default, minutes on 2 cores), small, or micro "
-                                                     "(4 models, for tests).")] = "tiny",
+                                                     "(a few steps, for tests).")] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Seed of every init, data order and disguise.")] = 0,
+    forest: Annotated[bool, typer.Option("--forest", help="Build the forest: 6 roots, derivation trees 3 "
+                                                          "generations deep, independent singletons, model cards.")]
+    = False,
 ) -> None:
     """Train the zoo's tiny dense (llama) and MoE (mixtral) models on the CPU, derive and disguise them, write the
     manifest."""
     from solarforensics.zoo.build import MANIFEST, build_zoo
+    from solarforensics.zoo.forest import build_forest
 
     def log(line: str) -> None:
         err.print(f"zoo: {line}", highlight=False, markup=False)
 
-    manifest = build_zoo(directory, size, seed, log=log)
-    labels = [p["label"] for p in manifest["pairs"]]
-    err.print(f"zoo: {len(manifest['models'])} models, {labels.count('derived')} derived and "
-              f"{labels.count('independent')} independent pairs", highlight=False, markup=False)
+    if forest:
+        counts = build_forest(directory, size, seed, log=log)["forest"]["counts"]
+        err.print(f"zoo: forest of {counts['models']} models in {counts['trees']} trees and "
+                  f"{counts['families'] - counts['trees']} singletons, {counts['edges']} edges, "
+                  f"{counts['independent_pairs']} independent and {counts['derived_pairs']} same-family pairs",
+                  highlight=False, markup=False)
+    else:
+        manifest = build_zoo(directory, size, seed, log=log)
+        labels = [p["label"] for p in manifest["pairs"]]
+        err.print(f"zoo: {len(manifest['models'])} models, {labels.count('derived')} derived and "
+                  f"{labels.count('independent')} independent pairs", highlight=False, markup=False)
     typer.echo(str(Path(directory) / MANIFEST))
 
 

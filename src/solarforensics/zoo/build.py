@@ -25,6 +25,8 @@ from solarforensics.zoo.train import Schedule, init_model, load_model, save_mode
 MANIFEST = "manifest.json"
 ZOO_VERSION = 1
 LABELS = ("derived", "independent")
+CORPUS_NOTE = ("Python standard library sources + pydoc topics (sysconfig stdlib path), "
+               f"Python {sys.version.split()[0]}")
 
 
 @dataclass(frozen=True)
@@ -181,16 +183,19 @@ class _Data:
     def __init__(self, size: Size):
         self.size, self._cache = size, {}
 
-    def tokenizer(self, slice_name: str):
-        key = ("tok", slice_name)
+    def tokenizer(self, slice_name: str, vocab: int | None = None):
+        """The BPE trained on one corpus slice with `vocab` entries (default: the size's vocabulary)."""
+        vocab = vocab or self.size.shape.vocab
+        key = ("tok", slice_name, vocab)
         if key not in self._cache:
-            self._cache[key] = train_tokenizer(corpus_text(slice_name, self.size.chars), self.size.shape.vocab)
+            self._cache[key] = train_tokenizer(corpus_text(slice_name, self.size.chars), vocab)
         return self._cache[key]
 
-    def ids(self, slice_name: str, tokenizer_slice: str = "a") -> torch.Tensor:
-        key = ("ids", slice_name, tokenizer_slice)
+    def ids(self, slice_name: str, tokenizer_slice: str = "a", vocab: int | None = None) -> torch.Tensor:
+        key = ("ids", slice_name, tokenizer_slice, vocab or self.size.shape.vocab)
         if key not in self._cache:
-            self._cache[key] = token_ids(self.tokenizer(tokenizer_slice), corpus_text(slice_name, self.size.chars))
+            self._cache[key] = token_ids(self.tokenizer(tokenizer_slice, vocab),
+                                         corpus_text(slice_name, self.size.chars))
         return self._cache[key]
 
 
@@ -218,21 +223,24 @@ def _disguise(model: nn.Module, p: dict) -> nn.Module:
 
 def _make(recipe: Recipe, parents: list[nn.Module], data: _Data, size: Size, out: Path, device: str
           ) -> tuple[nn.Module, dict]:
+    """The model of one recipe and its tokenizer (the recipe's `tokenizer` slice, default a; a vocabulary swap's
+    default b), at the vocabulary of the model's shape; `shape` in a trained recipe overrides the size's."""
     p = recipe.params
+    tok = p.get("tokenizer", "b" if recipe.op == "vocab" else "a")
 
-    def run(model: nn.Module, slice_name: str, tokenizer_slice: str = "a") -> float:
+    def run(model: nn.Module, slice_name: str) -> float:
         sched = Schedule(steps=p["steps"], lr=p["lr"], batch=size.batch, seq=size.seq, data_seed=p["order"])
-        return train(model, data.ids(slice_name, tokenizer_slice), sched, device)
+        return train(model, data.ids(slice_name, tok, model.shape.vocab), sched, device)
 
-    tokenizer, loss = data.tokenizer(p.get("tokenizer", "a")), None
+    loss = None
     if recipe.op in ("train", "distil"):
-        shape = size.shape
+        shape = Shape(**p["shape"]) if "shape" in p else size.shape
         if "experts" in p:
             shape = MoEShape(**{**asdict(shape), "intermediate": p["width"]}, experts=p["experts"], top_k=p["top_k"])
         model = init_model(shape, p["init"], device)
-        sched = Schedule(size.base_steps, 3e-3, size.batch, size.seq, p["order"])
+        sched = Schedule(p.get("steps", size.base_steps), 3e-3, size.batch, size.seq, p["order"])
         teacher = parents[0] if recipe.op == "distil" else None
-        loss = train(model, data.ids(p["slice"], p.get("tokenizer", "a")), sched, device, teacher=teacher,
+        loss = train(model, data.ids(p["slice"], tok, shape.vocab), sched, device, teacher=teacher,
                      temperature=p.get("temperature", 2.0))
     elif recipe.op == "tune":
         model = _disguise(transforms.clone(parents[0]), p.get("before", {}))
@@ -244,8 +252,8 @@ def _make(recipe: Recipe, parents: list[nn.Module], data: _Data, size: Size, out
         model = transforms.prune_width(parents[0], p["keep"])
         loss = run(model, p["slice"])
     elif recipe.op == "vocab":
-        model, tokenizer = transforms.swap_vocab(parents[0], size.shape.vocab, p["init"]), data.tokenizer("b")
-        loss = run(model, "b", "b")
+        model = transforms.swap_vocab(parents[0], p.get("vocab", size.shape.vocab), p["init"])
+        loss = run(model, p["slice"])
     elif recipe.op == "upcycle":
         model = moe.upcycle(parents[0], p["experts"], p["top_k"], p["router"], p["noise"])
         loss = run(model, p["slice"])
@@ -257,6 +265,7 @@ def _make(recipe: Recipe, parents: list[nn.Module], data: _Data, size: Size, out
         model = _disguise(parents[0], p)
     else:
         raise SpecError(f"unknown zoo operation {recipe.op!r}")
+    tokenizer = data.tokenizer(tok, model.shape.vocab)
     folder = out / recipe.name
     if folder.exists():
         shutil.rmtree(folder)
@@ -272,16 +281,9 @@ def _make(recipe: Recipe, parents: list[nn.Module], data: _Data, size: Size, out
     return model, {"loss": loss}
 
 
-def build_zoo(out_dir: str | Path, size_name: str = "tiny", seed: int = 0, device: str = "cpu",
-              log: Callable[[str], None] | None = None, size: Size | None = None) -> dict:
-    """Build (or reuse) every model of the plan under out_dir and write the manifest; returns the manifest.
-
-    `size` overrides SIZES[size_name] (tests build the full plan with a few steps; the name is only recorded)."""
-    if size is None and size_name not in SIZES:
-        raise SpecError(f"unknown zoo size {size_name!r}", f"use one of: {', '.join(SIZES)}")
-    size, out = size or SIZES[size_name], Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    recipes, pairs = plan(size, seed)
+def build_recipes(recipes: list[Recipe], out: Path, size: Size, seed: int, device: str = "cpu",
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Build (or reuse, by recipe hash) every recipe in order under out; the manifest entry of each model."""
     data, built, hashes, entries = _Data(size), {}, {}, {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread beats two fighting on a shared, loaded machine
@@ -311,12 +313,24 @@ def build_zoo(out_dir: str | Path, size_name: str = "tiny", seed: int = 0, devic
                 log(f"{recipe.name}: cached" if cached else f"{recipe.name}: built in {extra['seconds']:.1f} s")
     finally:
         torch.set_num_threads(threads)
+    return entries
+
+
+def build_zoo(out_dir: str | Path, size_name: str = "tiny", seed: int = 0, device: str = "cpu",
+              log: Callable[[str], None] | None = None, size: Size | None = None) -> dict:
+    """Build (or reuse) every model of the plan under out_dir and write the manifest; returns the manifest.
+
+    `size` overrides SIZES[size_name] (tests build the full plan with a few steps; the name is only recorded)."""
+    if size is None and size_name not in SIZES:
+        raise SpecError(f"unknown zoo size {size_name!r}", f"use one of: {', '.join(SIZES)}")
+    size, out = size or SIZES[size_name], Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipes, pairs = plan(size, seed)
+    entries = build_recipes(recipes, out, size, seed, device, log)
     families = sorted({entry["family"] for entry in entries.values()})
     manifest = {"zoo_version": ZOO_VERSION, "size": size_name, "seed": seed,
                 "family": families[0] if len(families) == 1 else "mixed", "families": families,
-                "corpus": "Python standard library sources + pydoc topics (sysconfig stdlib path), "
-                          f"Python {sys.version.split()[0]}",
-                "models": entries, "pairs": [asdict(p) for p in pairs]}
+                "corpus": CORPUS_NOTE, "models": entries, "pairs": [asdict(p) for p in pairs]}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 

@@ -31,9 +31,10 @@ def clone(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def depth_upscale(model: TinyLlama, order: list[int]) -> TinyLlama:
-    """A deeper model whose layer i is a copy of the parent's layer order[i] (SOLAR-style depth up-scaling)."""
-    out = TinyLlama(replace(model.shape, layers=len(order)))
+def depth_upscale(model: nn.Module, order: list[int]) -> nn.Module:
+    """A deeper model (dense or MoE) whose layer i is a copy of the parent's layer order[i] (SOLAR-style depth
+    up-scaling)."""
+    out = type(model)(replace(model.shape, layers=len(order)))
     state = {k: v for k, v in model.state_dict().items() if ".layers." not in k}
     for new, old in enumerate(order):
         prefix = f"model.layers.{old}."
