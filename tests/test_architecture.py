@@ -27,7 +27,8 @@ ALLOWED = {
     "evidence": {"evidence", "models", "sources", "families", "results"},
     "provenance": {"provenance", "evidence", "models", "sources", "families", "metrics", "results"},
     "zoo": {"zoo", "checkpoints", "families"},
-    "validation": {"validation", "provenance", "zoo", "models", "results"},
+    "validation": {"validation", "provenance", "zoo", "models", "results", "population"},
+    "population": {"population", "provenance", "evidence", "models", "sources", "metrics", "results"},
     # The case writes its own report and plots, and the demo serves the replicas it runs on.
     "case": {"case", "comparison", "evidence", "provenance", "models", "sources", "results", "render", "localhub",
              "replicas"},

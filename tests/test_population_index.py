@@ -74,7 +74,7 @@ def test_a_truncated_index_fails_cleanly(tmp_path):
 def _hold_write_lock(path, ready, seconds):
     index = Index(path)
     with index.write() as db:
-        db.execute("INSERT INTO fingerprints VALUES ('held', NULL, NULL, NULL, NULL, 1, 'now', '{}', x'00')")
+        db.execute("INSERT INTO fingerprints VALUES ('held', NULL, NULL, NULL, NULL, 1, 'now', '{}', x'00', x'')")
         ready.set()
         time.sleep(seconds)
 
@@ -107,8 +107,9 @@ def _killed_mid_write(path):
     with index.write() as db:
         for i in range(200):
             e = fingerprint(f"half{i}").to_entry()
-            db.execute("INSERT INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (e.spec, e.repo, e.commit, e.endpoint, e.family, e.version, e.created_at, "{}", e.data))
+            db.execute("INSERT INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (e.spec, e.repo, e.commit, e.endpoint, e.family, e.version, e.created_at, "{}", e.data,
+                        e.prefilter))
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -30,6 +30,7 @@ def _message(error: BaseException) -> tuple[str, int]:
 
 def main() -> None:
     """Entry point. Typer handles usage errors and --help; every other failure becomes one line here."""
+    sys.argv = population.optional_ray_value(sys.argv)
     try:
         app()
     except Exception as error:  # noqa: BLE001 - the one place errors become messages

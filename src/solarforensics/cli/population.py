@@ -1,12 +1,17 @@
 """Population commands: `fingerprint` models into an index, `index` to manage it, `scan` one model against all of it,
 `lineage` to recover derivation trees."""
 
+import re
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from solarforensics.cli.app import app, out, print_json
+from solarforensics.cli.app import app, err, finish, options, out, print_json
+from solarforensics.cli.options import Endpoint, JsonOut, NoCache, OutFile
+from solarforensics.errors import ForensicsError
+from solarforensics.results.document import default_out_path
 
 index_app = typer.Typer(help="The fingerprint index: one SQLite file (default $SOLARFORENSICS_INDEX, else in the "
                              "cache directory).", no_args_is_help=True)
@@ -96,3 +101,84 @@ def _suggest(name: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(name, known, n=1)
     return f"did you mean {close[0]}?" if close else "see `solarforensics index list`"
+
+
+RAY_ADDRESS = re.compile(r"^(ray://|auto$|local$)|^[\w.-]+:\d+$")
+
+
+def optional_ray_value(argv: list[str]) -> list[str]:
+    """`--ray` may stand alone (a local cluster) or take an address: give it `local` when the next word is not an
+    address, so `fingerprint --ray m1 m2` never takes m1 for an address."""
+    out = list(argv)
+    for i, word in enumerate(out):
+        if word == "--ray" and (i + 1 == len(out) or not RAY_ADDRESS.match(out[i + 1])):
+            out.insert(i + 1, "local")
+            break
+    return out
+
+
+@app.command()
+def fingerprint(
+    models: Annotated[list[str], typer.Argument(help="Models: aliases, Hub ids (owner/name[@rev]), folders or files.")],
+    index: IndexPath = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run one task per model on Ray: alone, a local cluster; "
+                                                          "with ADDRESS (host:port or ray://...), join that one.",
+                                            show_default=False, metavar="[ADDRESS]")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64,
+                                         help="Models fingerprinted at once (threads, or Ray CPUs).")] = 4,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Fingerprint models into the index from range reads (an unchanged commit reads no tensor again)."""
+    from solarforensics.population.crawl import fingerprint_all
+    from solarforensics.render.formatting import fmt_bytes
+
+    def done(outcome) -> None:
+        if as_json:
+            return
+        row = outcome.row()
+        if outcome.status == "failed":
+            err.print(f"  {outcome.spec}: failed: {outcome.error}", highlight=False, markup=False)
+        else:
+            share = f" ({100 * row['fraction_read']:.3f}% of the checkpoint)" if row["fraction_read"] else ""
+            err.print(f"  {outcome.spec}: {outcome.status}, read {fmt_bytes(row['bytes_read'] or 0)}{share} in "
+                      f"{row['requests'] or 0} requests, {row['seconds']:.1f} s", highlight=False, markup=False)
+
+    started = time.perf_counter()
+    with _open(index, create=True) as db:
+        outcomes = fingerprint_all(models, db, options(endpoint, no_cache), workers=workers, ray_address=ray,
+                                   on_done=done)
+        where, total = db.path, len(db.specs())
+    rows = [o.row() for o in outcomes]
+    failed = [r for r in rows if r["status"] == "failed"]
+    fields = {"models": models, "index": {"path": str(where), "fingerprints": total},
+              "fingerprints": rows, "runner": "ray" if ray else "threads", "ray_address": ray,
+              "complete": not failed, "timings": {"total_s": time.perf_counter() - started},
+              "summary": {"statements": [f"{len(rows) - len(failed)} of {len(rows)} models fingerprinted into "
+                                         f"{where} ({total} in the index)"]}}
+    finish("fingerprint", fields, out_file or default_out_path("fingerprint", models), as_json)
+    if failed:
+        raise ForensicsError(f"{len(failed)} of {len(rows)} models could not be fingerprinted: "
+                             + "; ".join(f"{r['model']}: {r['error']}" for r in failed[:3]),
+                             "the others are in the index")
+
+
+@app.command()
+def scan(
+    model: Annotated[str, typer.Argument(help="The model to scan: alias, Hub id, folder or file.")],
+    index: IndexPath = None,
+    top: Annotated[int, typer.Option("--top", min=1, max=1000, help="Candidates compared in full after the "
+                                                                    "pre-filter.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Which indexed model is this one derived from? Pre-filter every fingerprint, then the lean battery."""
+    from solarforensics.population.scan import ScanRequest, scan_model
+
+    fields = scan_model(ScanRequest(model, str(index) if index else None, top, seed), options(endpoint, no_cache))
+    finish("scan", fields, out_file or default_out_path("scan", [model]), as_json)

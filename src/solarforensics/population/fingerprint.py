@@ -67,9 +67,11 @@ def fingerprint_model(spec: str, options: OpenOptions | None = None, known: Know
         progress(len(probes) * (source.ref(embed_name).nbytes // rows))
     per_layer = [layer for _, layer in _sketched_layers(weights, plan, x, progress)]
     arrays = sketch.stack_layers(per_layer, weights.layers, len(probes))
+    arrays.update(sketch.prefilter_vectors(per_layer, probes, x))
     arrays["probe_hash"] = torch.tensor([p[0] for p in probes], dtype=torch.int64)
     arrays["probe_gram"] = (x @ x.T).to(torch.float32)
-    meta = _meta(spec, source, weights, vocab, probes, planned, time.perf_counter() - started)
+    meta = _meta(spec, source, weights, vocab, probes, planned, time.perf_counter() - started,
+                 _quantised(source, arrays.pop("int8_grid", None)))
     return Fingerprint(spec, meta, arrays), "new"
 
 
@@ -98,7 +100,23 @@ def _layer_of(weights: ModelWeights, name: str) -> int | None:
     return next((layer for (_, layer), stored in weights.names.items() if stored == name), None)
 
 
-def _meta(spec: str, source: TensorSource, weights: ModelWeights, vocab, probes, planned: int, seconds: float) -> dict:
+def _quantised(source: TensorSource, grid: torch.Tensor | None) -> str | None:
+    """Why the model is a quantised copy (a leaf of any lineage), or None."""
+    card = getattr(source, "card_data", None) or _local_card(source)
+    if str(card.get("base_model_relation", "")).lower() in ("quantized", "quantised"):
+        return "model card: base_model_relation quantized"
+    if isinstance(source.config, dict) and source.config.get("quantization_config"):
+        return "config.json: quantization_config"
+    quant_types = {str(r.dtype) for r in source.tensors.values()} - {"F32", "F16", "BF16", "F64"}
+    if any(t.startswith(("Q", "IQ")) for t in quant_types):
+        return f"GGUF quantised tensors ({', '.join(sorted(quant_types))})"
+    if grid is not None and float(grid.to(torch.float64).nan_to_num(0).mean()) > 0.99:
+        return "weights: every row on a symmetric int8 grid"
+    return None
+
+
+def _meta(spec: str, source: TensorSource, weights: ModelWeights, vocab, probes, planned: int, seconds: float,
+          quantised: str | None) -> dict:
     record = source.provenance.as_dict()
     checkpoint = sum(f["size"] or 0 for f in record["files"]) or None
     _, _, commit = source_key(source)
@@ -115,7 +133,7 @@ def _meta(spec: str, source: TensorSource, weights: ModelWeights, vocab, probes,
                  "num_heads": dims.get("num_heads"), "num_kv_heads": dims.get("num_kv_heads"),
                  "head_dim": dims.get("head_dim"), "vocab_size": source.ref(weights.stored_name("embed", None)).shape[0],
                  "num_experts": dims.get("num_experts"), "parameters": source.parameters(),
-                 "layers": weights.layers},
+                 "layers": weights.layers, "quantised": quantised},
         "tokenizer": {"model": vocab.model, "tokens": len(vocab.tokens),
                       "surfaces_sha256": hashlib.sha256(b"\0".join(surfaces)).hexdigest(),
                       "probes": len(probes), "core_probes": sum(1 for p in probes if len(p[1]) == 1)},

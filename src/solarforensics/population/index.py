@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS fingerprints (
     version INTEGER NOT NULL,        -- fingerprint format version
     created_at TEXT NOT NULL,        -- when it was fingerprinted
     meta TEXT NOT NULL,              -- JSON: source files and ETags, config summary, tokenizer digest, Hub metadata
-    data BLOB NOT NULL               -- the statistics (safetensors bytes)
+    data BLOB NOT NULL,              -- the statistics (safetensors bytes)
+    prefilter BLOB NOT NULL          -- the small vectors a scan ranks every model by (safetensors bytes)
 );
 CREATE INDEX IF NOT EXISTS fingerprints_source ON fingerprints (endpoint, repo, commit_sha);
 """
@@ -55,10 +56,11 @@ class Entry:
     created_at: str
     meta: dict
     data: bytes
+    prefilter: bytes = b""
 
     @property
     def size(self) -> int:
-        return len(self.data) + len(json.dumps(self.meta))
+        return len(self.data) + len(self.prefilter) + len(json.dumps(self.meta))
 
 
 class Index:
@@ -135,11 +137,20 @@ class Index:
 
     def _rows(self, where: str = "", args: tuple = ()) -> list[Entry]:
         try:
-            rows = self._db.execute("SELECT spec, repo, commit_sha, endpoint, family, version, created_at, meta, data "
-                                    f"FROM fingerprints {where} ORDER BY spec", args).fetchall()
+            rows = self._db.execute("SELECT spec, repo, commit_sha, endpoint, family, version, created_at, meta, data, "
+                                    f"prefilter FROM fingerprints {where} ORDER BY spec", args).fetchall()
         except sqlite3.DatabaseError as err:
             raise self._error(err) from None
-        return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), bytes(r[8])) for r in rows]
+        return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), bytes(r[8]), bytes(r[9]))
+                for r in rows]
+
+    def prefilters(self) -> list[tuple[str, dict, bytes]]:
+        """(spec, meta, prefilter bytes) of every entry, without the statistics: what a scan ranks by."""
+        try:
+            rows = self._db.execute("SELECT spec, meta, prefilter FROM fingerprints ORDER BY spec").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise self._error(err) from None
+        return [(r[0], json.loads(r[1]), bytes(r[2])) for r in rows]
 
     def entries(self) -> list[Entry]:
         return self._rows()
@@ -162,9 +173,9 @@ class Index:
         """Insert or replace these entries, all in one transaction."""
         with self.write() as db:
             for e in entries:
-                db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (e.spec, e.repo, e.commit, e.endpoint, e.family, e.version, e.created_at,
-                            json.dumps(e.meta, sort_keys=True), sqlite3.Binary(e.data)))
+                            json.dumps(e.meta, sort_keys=True), sqlite3.Binary(e.data), sqlite3.Binary(e.prefilter)))
 
     def remove(self, specs: list[str]) -> list[str]:
         """Remove these specs; the ones not in the index are returned (nothing is removed then)."""

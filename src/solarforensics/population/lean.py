@@ -23,7 +23,7 @@ import torch
 from solarforensics.metrics.matching import assign, rank_test
 from solarforensics.metrics.stats import fisher_combine, summarize
 from solarforensics.population.record import Fingerprint
-from solarforensics.population.sketch import square
+from solarforensics.population.sketch import square, u_center
 
 MIN_COMMON = 16  # shared probes below which the CKA is not attempted
 NULL_DRAWS = 20
@@ -32,8 +32,8 @@ DEFAULT_THRESHOLDS = {
     "cka_derived": 0.15,  # mean invariant CKA at or above: derived (zoo: derived >= 0.29, independent <= 0.05)
     "cka_independent": 0.08,  # below, with no other test firing: independent
     "unit_log10_p": -8.0,  # the unit-order test at or below: derived (exact null)
-    "signature_effect": 4.0,  # matched signature quality this many null spreads above its null: derived
-    "signature_quiet": 3.0,  # and below this (when it ran), with nothing else firing: independent
+    "signature_effect": 5.0,  # matched signature quality this many null spreads above its null: derived
+    "signature_quiet": 4.0,  # and below this (when it ran), with nothing else firing: independent
     "min_common_independent": 32,  # fewer shared probes: independence is not claimed from the CKA
 }
 
@@ -66,20 +66,6 @@ class View:
             u = u_center(white @ g @ white).reshape(-1)
             rows.append(u / u.norm().clamp_min(1e-300))
         return torch.stack(rows)
-
-
-def u_center(k: torch.Tensor) -> torch.Tensor:
-    """U-centering (diagonal zeroed, rows and columns centred): its inner products are unbiased HSIC."""
-    n = k.shape[0]
-    k = k.clone()
-    k.fill_diagonal_(0)
-    rows = k.sum(dim=0)
-    total = rows.sum()
-    k -= rows[:, None] / (n - 2)
-    k -= rows[None, :] / (n - 2)
-    k += total / ((n - 1) * (n - 2))
-    k.fill_diagonal_(0)
-    return k
 
 
 def common_probes(a: View, b: View) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,3 +268,23 @@ def decide(tests: list[dict], common: int, t: dict) -> dict:
         (not sig["applicable"] or (sig["effect"] or 0) < t["signature_quiet"])
     verdict = "independent" if quiet else "inconclusive"
     return {"verdict": verdict, "decisive": [], "p_value": p, "log10_p_value": log10_p}
+
+
+def spectral_entropy(fp: Fingerprint) -> float:
+    """Mean entropy of the normalised eigenvalues of the whitened reader Grams over the model's own probes (at most
+    half its hidden size): training concentrates these spectra, so an ancestor scores above its descendants."""
+    view = View(fp)
+    limit = max(MIN_COMMON, view.hidden // 2)
+    index = torch.tensor(sorted(sorted(range(len(view.probes)), key=lambda i: view.probes[i])[:limit]))
+    white = view.whitener(index)
+    values = []
+    for reader in view.readers:
+        tri, scales = view.a[f"gram.{reader}"], view.a[f"scale.{reader}"]
+        for layer in range(len(view.layers)):
+            if math.isnan(float(scales[layer])):
+                continue
+            g = white @ square(tri[layer], float(scales[layer]), len(view.probes))[index][:, index] @ white
+            e = torch.linalg.eigvalsh((g + g.T) / 2).clamp_min(0)
+            p = e[e > 0] / e.sum()
+            values.append(float(-(p * p.log()).sum()))
+    return sum(values) / len(values) if values else 0.0

@@ -18,6 +18,7 @@ from solarforensics.errors import FormatError
 from solarforensics.population.index import Entry
 
 FORMAT_VERSION = 1
+PREFILTER = "prefilter."  # arrays stored apart, so a scan ranks every model without loading whole fingerprints
 
 
 @dataclass
@@ -34,12 +35,13 @@ class Fingerprint:
         return self.meta.get("source", {})
 
     def to_entry(self) -> Entry:
-        data = save_arrays({k: v.contiguous() for k, v in self.arrays.items()})
+        data = save_arrays({k: v.contiguous() for k, v in self.arrays.items() if not k.startswith(PREFILTER)})
+        prefilter = save_arrays({k: v.contiguous() for k, v in self.arrays.items() if k.startswith(PREFILTER)})
         source = self.source
         return Entry(self.spec, source.get("repo") or source.get("path"), source.get("resolved_commit"),
                      source.get("endpoint"), self.meta.get("arch", {}).get("family"), FORMAT_VERSION,
                      self.meta.get("fingerprinted_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     self.meta, data)
+                     self.meta, data, prefilter)
 
     @classmethod
     def from_entry(cls, entry: Entry) -> Fingerprint:
@@ -47,7 +49,7 @@ class Fingerprint:
             raise FormatError(f"the fingerprint of {entry.spec} has format {entry.version}, newer than this "
                               f"solarforensics reads ({FORMAT_VERSION})", "upgrade solarforensics")
         try:
-            arrays = load_arrays(entry.data)
+            arrays = load_arrays(entry.data) | (load_arrays(entry.prefilter) if entry.prefilter else {})
         except Exception as err:  # noqa: BLE001 - the library's errors vary; all mean a damaged row
             raise FormatError(f"the fingerprint of {entry.spec} is damaged ({type(err).__name__})",
                               "fingerprint the model again") from None

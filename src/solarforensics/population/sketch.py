@@ -124,7 +124,17 @@ def layer_sketch(w: ModelWeights, layer: int, x: torch.Tensor) -> dict[str, torc
     for norm in ("attn_norm", "mlp_norm"):
         if w.has(norm, layer):
             out[f"gains.{norm}"] = w.gain(norm, layer)
+    role = reader_role(w, "k", layer)
+    if role is not None:
+        out["int8_grid"] = torch.tensor([int8_grid_share(w.get(role, layer)[:64])])
     return out
+
+
+def int8_grid_share(rows: torch.Tensor) -> float:
+    """Share of rows whose values all sit on a symmetric int8 grid (max |w| / 127): a quantised copy is a leaf."""
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127
+    steps = rows / scale
+    return float(((steps - steps.round()).abs() < 1e-3).all(dim=1).double().mean())
 
 
 def triangle(g: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -168,3 +178,57 @@ def stack_layers(per_layer: list[dict[str, torch.Tensor]], layers: list[int], pr
             rows = [r / r.abs().nan_to_num(0).max().clamp_min(1e-30) for r in rows]
         out[key] = torch.stack(rows).to(torch.float16)
     return out
+
+
+PREFILTER_DIM = 128
+
+
+def prefilter_vectors(per_layer: list[dict[str, torch.Tensor]], probes: list[tuple[int, bytes, int]],
+                      x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per reader, [L, PREFILTER_DIM]: each layer's whitened, U-centred, unit Gram on the core strings, laid out in
+    the fixed order of CORE_STRINGS (zeros where the model lacks one) and randomly projected with one seeded matrix
+    for every model, so a dot product of two models' vectors approximates their CKA on the core strings they share.
+    A scan ranks every indexed model by these before running the lean battery on the best."""
+    slots = {s.encode(): i for i, s in enumerate(CORE_STRINGS)}
+    core = [(i, slots[p[1]]) for i, p in enumerate(probes) if p[1] in slots]
+    if len(core) < 8:
+        return {}
+    index = torch.tensor([c[0] for c in core])
+    place = torch.tensor([c[1] for c in core])
+    k0 = x[index] @ x[index].T
+    values, vectors = torch.linalg.eigh(k0)
+    keep = values > 1e-8 * values.max()
+    white = (vectors[:, keep] / values[keep].sqrt()[None, :]) @ vectors[:, keep].T
+    n = len(CORE_STRINGS)
+    projection = torch.randn(n * n, PREFILTER_DIM, generator=torch.Generator().manual_seed(20260101),
+                             dtype=torch.float64) / math.sqrt(PREFILTER_DIM)
+    out = {}
+    for reader in READERS:
+        rows = []
+        for layer in per_layer:
+            gram = layer.get(f"gram.{reader}")
+            if gram is None:
+                rows.append(torch.full((PREFILTER_DIM,), math.nan, dtype=torch.float64))
+                continue
+            g = u_center(white @ gram[index][:, index] @ white)
+            full = torch.zeros(n, n, dtype=torch.float64)
+            full[place[:, None], place[None, :]] = g
+            v = full.reshape(-1) @ projection
+            rows.append(v / v.norm().clamp_min(1e-300))
+        if not all(torch.isnan(r).all() for r in rows):
+            out[f"prefilter.{reader}"] = torch.stack(rows).to(torch.float16)
+    return out
+
+
+def u_center(k: torch.Tensor) -> torch.Tensor:
+    """U-centering (diagonal zeroed, rows and columns centred): its inner products are unbiased HSIC."""
+    n = k.shape[0]
+    k = k.clone()
+    k.fill_diagonal_(0)
+    rows = k.sum(dim=0)
+    total = rows.sum()
+    k -= rows[:, None] / (n - 2)
+    k -= rows[None, :] / (n - 2)
+    k += total / ((n - 1) * (n - 2))
+    k.fill_diagonal_(0)
+    return k

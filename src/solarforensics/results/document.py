@@ -13,7 +13,8 @@ from typing import Any, Sequence
 from solarforensics.errors import ResultsError
 
 SCHEMA_VERSION = 1
-KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license")
+KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license",
+         "fingerprint", "scan", "lineage")
 SCHEMA_FILE = Path(__file__).with_name(f"schema-v{SCHEMA_VERSION}.json")
 
 # Light mirror of the JSON Schema's `required` lists, so reading needs no jsonschema at run time.
@@ -36,6 +37,9 @@ KIND_KEYS = {
                   "jaccard": (int, float, type(None))},
     "license": {"verbatim": bool, "added": list, "modified": list, "removed": list, "declared": dict, "sections": list},
     "case": {"claims": list, "verdict": str, "bytes_transferred": int, "checkpoint_bytes": int},
+    "fingerprint": {"models": list, "index": dict, "fingerprints": list},
+    "scan": {"model": str, "candidates": list, "root": dict},
+    "lineage": {"families": list, "edges": list, "roots": list},
 }
 COMPARE_ROW_KEYS = (
     "group", "layer_a", "layer_b", "tensor_a", "tensor_b", "shape_a", "shape_b", "comparable", "truncated", "reason",
