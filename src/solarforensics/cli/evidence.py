@@ -55,3 +55,24 @@ def license_(
 
     fields = license_report(source, options(endpoint, no_cache), against)
     finish("license", fields, out_file or default_out_path("license", [source]), as_json)
+
+
+@app.command()
+def history(
+    source: Annotated[str, typer.Argument(help="Alias or Hub id (owner/name[@rev]).")],
+    files: Annotated[list[str] | None, typer.Option("--files", help="Only files matching this glob (repeatable or "
+                                                    "comma-separated), e.g. 'LICENSE*' or '*.py'.",
+                                                    show_default=False)] = None,
+    max_commits: Annotated[int, typer.Option("--max-commits", min=1, help="Read the trees of at most this many "
+                                             "commits: the first and the newest (the rest is stated as skipped).")] = 200,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+) -> None:
+    """Every commit of a Hub repo: files added/removed/changed (weights by LFS id), text diffs, licence and base-model
+    timeline."""
+    from solarforensics.evidence.history import history_report
+
+    globs = [g.strip() for item in files or [] for g in item.split(",") if g.strip()] or None
+    fields = history_report(source, options(endpoint, False), globs, max_commits)
+    finish("history", fields, out_file or default_out_path("history", [source]), as_json)

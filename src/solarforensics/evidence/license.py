@@ -7,17 +7,15 @@ terms added, changed or removed, or the licence renamed), "other". What the addi
 import hashlib
 import re
 
-import yaml
-
 from solarforensics.datafiles import reference_path
 from solarforensics.errors import FormatError, NotFoundError, SpecError
+from solarforensics.evidence.card import parse_front_matter
 from solarforensics.evidence.license_text import TERMS, compare_sections, title_line
 from solarforensics.models import OpenOptions, open_model
 from solarforensics.sources.base import TensorSource
 
 LICENSE_LIMIT = 1 << 20
 CARD_LIMIT = 1 << 20
-FRONT_MATTER_LIMIT = 64 << 10
 REFERENCES = {"apache-2.0": "apache-2.0.txt"}
 DISCLAIMER = "This is a textual comparison with the canonical Apache License 2.0 text, not legal advice."
 VERBATIM, PLUS_TERMS, OTHER = "apache-2.0-verbatim", "apache-2.0-plus-terms", "other"
@@ -128,18 +126,7 @@ def front_matter(source: TensorSource) -> tuple[dict | None, str | None]:
         text = source.read_text("README.md", CARD_LIMIT)
     except FormatError as err:
         return None, f"README.md not read: {err.one_line()}"
-    lines = (text or "").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return None, None
-    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() in ("---", "...")), None)
-    block = "\n".join(lines[1:end]) if end else ""
-    if end is None or len(block) > FRONT_MATTER_LIMIT:
-        return None, "README.md front matter is unterminated or over 64 KiB; its licence fields were not read"
-    try:
-        data = yaml.safe_load(block)
-    except yaml.YAMLError as err:
-        return None, f"README.md front matter is not valid YAML ({str(err).splitlines()[0]}); licence fields not read"
-    return (data if isinstance(data, dict) else None), None
+    return parse_front_matter(text or "")
 
 
 def compare_file(name: str, text: str, reference: str) -> dict:
