@@ -44,16 +44,22 @@ def tokenizer(
 @app.command("license")
 def license_(
     source: Annotated[str, typer.Argument(help="Alias, Hub id (owner/name[@rev]) or folder.")],
-    against: Annotated[str, typer.Option("--against", help="Reference licence to compare with.")] = "apache-2.0",
+    against: Annotated[str, typer.Option("--against", help="Licence database key to compare with (auto: the licence "
+                                                          "the text starts from).")] = "auto",
+    with_history: Annotated[bool, typer.Option("--history", help="Also the licence text at every revision where it "
+                                               "changed (Hub repos), each compared and diffed.")] = False,
     out_file: OutFile = None,
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
     no_cache: NoCache = False,
 ) -> None:
-    """The licence file(s) against the canonical Apache-2.0, section by section, and the card's declared licence."""
+    """The licence file(s) against the licence they start from (a licence database), section by section, and the
+    card's declared licence."""
     from solarforensics.evidence.license import license_report
+    from solarforensics.evidence.license_history import license_report_with_history
 
-    fields = license_report(source, options(endpoint, no_cache), against)
+    report = license_report_with_history if with_history else license_report
+    fields = report(source, options(endpoint, no_cache), against)
     finish("license", fields, out_file or default_out_path("license", [source]), as_json)
 
 

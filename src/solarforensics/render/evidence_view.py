@@ -173,6 +173,8 @@ def license_blocks(doc: dict) -> list[Block]:
     declared = doc.get("declared") or {}
     blocks.append(Facts("Licence", [
         ("file", str(doc.get("file") or MISSING)), ("title", str(doc.get("title") or MISSING)),
+        ("starts from", f"{doc.get('starts_from')} ({doc.get('starts_from_spdx')}), similarity "
+                        f"{fmt_num(doc.get('starts_from_similarity'))}" if doc.get("starts_from") else MISSING),
         ("classification", str(doc.get("classification") or MISSING)),
         ("verbatim Apache-2.0 terms", fmt_num(doc.get("verbatim"))), ("renamed", fmt_num(doc.get("renamed"))),
         ("declared on the card", ", ".join(f"{k}: {declared[k]}" for k in ("license", "license_name", "license_link")
