@@ -82,3 +82,20 @@ def history(
     globs = [g.strip() for item in files or [] for g in item.split(",") if g.strip()] or None
     fields = history_report(source, options(endpoint, False), globs, max_commits)
     finish("history", fields, out_file or default_out_path("history", [source]), as_json)
+
+
+@app.command()
+def code(
+    source: Annotated[str, typer.Argument(help="Alias, Hub id (owner/name[@rev]), folder or .py file.")],
+    against: Annotated[str, typer.Option("--against", help="A transformers model family (e.g. glm4_moe), a .py file "
+                                         "or folder, or all (every transformers modelling file: slow).")] = "all",
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+) -> None:
+    """The repo's Python code against reference implementations: shared functions and classes, copyright and licence
+    lines, distinctive rules. Shared code says where code came from, not where weights came from."""
+    from solarforensics.evidence.code import code_report
+
+    fields = code_report(source, options(endpoint, False), against)
+    finish("code", fields, out_file or default_out_path("code", [source]), as_json)

@@ -59,6 +59,14 @@ class HubHistory:
         self.provenance = Provenance(spec=spec, kind="hub", repo=self.repo, endpoint=self.endpoint,
                                      requested_revision=self.revision)
 
+    def resolve(self) -> str:
+        """The commit sha of the requested revision (one model_info request)."""
+        with hub_errors(self.repo, self.revision, self.endpoint):
+            sha = self._api.model_info(self.repo, revision=self.revision).sha
+        self.provenance.count(requests=1)
+        self.provenance.resolved_commit = sha
+        return sha
+
     def list_commits(self, limit: int = MAX_LISTED) -> tuple[list[CommitInfo], bool]:
         """Commits newest first, following the listing's `Link: rel="next"` pages; (commits, cut short)."""
         url = f"{self.endpoint}/api/models/{self.repo}/commits/{quote(self.revision, safe='')}"
