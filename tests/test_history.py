@@ -153,9 +153,18 @@ def test_a_gated_or_missing_history_ends_in_one_line(cli, tmp_path, hub_server, 
         "access on the model page, then set HF_TOKEN or run `hf auth login`)\n")
     code, _, stderr = cli("history", "acme/nope")
     assert code == 2 and stderr.startswith("solarforensics: error: repo acme/nope not found") and stderr.count("\n") == 1
-    code, _, stderr = cli("history", str(folder))
-    assert code == 2 and "history reads a Hub repo" in stderr and stderr.count("\n") == 1
+    code, _, stderr = cli("history", "not a repo")
+    assert code == 2 and "history reads a Hub repo or a folder" in stderr and stderr.count("\n") == 1
     assert not list(tmp_path.glob("results/*"))  # nothing half-written
+
+
+def test_a_local_folder_is_one_snapshot(cli, model_repo):
+    folder, _ = model_repo
+    doc = history_json(cli, folder)
+    assert len(doc["commits"]) == 1 and doc["commits"][0]["title"].startswith("working tree")
+    assert {c["path"] for c in doc["commits"][0]["changes"]} == {"LICENSE", "README.md", "config.json", "data.txt",
+                                                                 "model.safetensors"}
+    assert doc["sources"][0]["kind"] == "local"
 
 
 def test_the_solar_replica_history_follows_the_public_timeline(cli, hub_server):

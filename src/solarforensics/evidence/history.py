@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from solarforensics.evidence.card import parse_front_matter
-from solarforensics.evidence.history_hub import MAX_LISTED, CommitInfo, HubHistory, TreeFile
+from solarforensics.evidence.history_hub import MAX_LISTED, CommitInfo, HubHistory, TreeFile, history_reader
 from solarforensics.evidence.license_text import title_line
 from solarforensics.models import OpenOptions
 
@@ -33,7 +33,7 @@ MARKER_FILE = "REPLICA.md"
 class History:
     """What was read: the listing (oldest first), the trees of the analysed commits, and text by object id."""
 
-    reader: HubHistory
+    reader: HubHistory  # or a FolderSnapshot: the same methods
     commits: list[CommitInfo]
     analysed: list[int]  # indexes into commits
     trees: dict[str, dict[str, TreeFile]]
@@ -61,7 +61,7 @@ def collect_history(spec: str, options: OpenOptions | None = None, files: list[s
                     max_commits: int = DEFAULT_MAX_COMMITS, texts_for: list[str] | None = None) -> History:
     """List the commits, read the trees of the analysed ones, and the texts that changed among the wanted files."""
     options = options or OpenOptions()
-    reader = HubHistory(spec, options.endpoint, options.token)
+    reader = history_reader(spec, options.endpoint, options.token)
     newest_first, cut = reader.list_commits(MAX_LISTED)
     commits = list(reversed(newest_first))
     if len(commits) <= max(1, max_commits):

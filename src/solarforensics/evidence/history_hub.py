@@ -3,8 +3,11 @@ any commit (files with their git blob ids and LFS object ids), and small text fi
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import quote
 
 from huggingface_hub import HfApi, get_token, hf_hub_url
@@ -46,9 +49,9 @@ class HubHistory:
 
         parsed = parse_hub_spec(expand_alias(spec).removeprefix("hf:"))
         if parsed is None:
-            raise SpecError(f"history reads a Hub repo; {spec!r} is not one (owner/name[@rev] or an alias)",
-                            hint="to read a local git folder, serve its parent with `solarforensics hub serve ROOT` "
-                                 "and set HF_ENDPOINT")
+            raise SpecError(f"history reads a Hub repo or a folder; {spec!r} is neither (owner/name[@rev], an alias "
+                            "or a folder)", hint="to read a local git folder's history, serve its parent with "
+                                                 "`solarforensics hub serve ROOT` and set HF_ENDPOINT")
         self.repo, revision = parsed
         self.revision = revision or "main"
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -130,3 +133,71 @@ def _commit(item: dict) -> CommitInfo:
                           str(item.get("message") or ""), authors)
     except (KeyError, AttributeError, TypeError) as exc:
         raise FormatError(f"a commit of the listing is malformed ({type(exc).__name__}: {exc})") from None
+
+
+LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+
+
+def is_lfs_path(name: str, size: int) -> bool:
+    """Where the Hub would keep a file in LFS: weights, and anything over 10 MB."""
+    return name.lower().endswith(LFS_SUFFIXES) or size > 10 << 20
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+SNAPSHOT_HASH_LIMIT = 64 << 20  # larger local files are identified by size only (hashing 100 GB is not a look)
+SNAPSHOT_TITLE = "working tree (a local folder has no commit history here)"
+
+
+class FolderSnapshot:
+    """A local folder read as a history of one commit: its files as they are now."""
+
+    def __init__(self, folder: Path, spec: str):
+        self.folder, self.repo, self.revision = folder, folder.name, "working tree"
+        self.provenance = Provenance(spec=spec, kind="local", path=str(folder))
+
+    def list_commits(self, limit: int = MAX_LISTED) -> tuple[list[CommitInfo], bool]:
+        files = self._files()
+        digest = hashlib.sha1("".join(f"{f.path}\0{f.oid}\n" for f in files.values()).encode()).hexdigest()
+        newest = max((p.stat().st_mtime for p in self._paths()), default=0.0)
+        when = datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        self._tree = files
+        self.provenance.resolved_commit = digest
+        return [CommitInfo(digest, when, SNAPSHOT_TITLE, "", ("local",))], False
+
+    def tree(self, sha: str) -> dict[str, TreeFile]:
+        return self._tree
+
+    def read_text(self, path: str, sha: str, size: int) -> tuple[str | None, str | None]:
+        if size > TEXT_LIMIT:
+            return None, f"over the {TEXT_LIMIT:,}-byte limit for text"
+        data = (self.folder / path).read_bytes()
+        self.provenance.count(nbytes=len(data))
+        return decode_text(data)
+
+    def _paths(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(self.folder).parts))
+
+    def _files(self) -> dict[str, TreeFile]:
+        files = {}
+        for path in self._paths():
+            name, size = path.relative_to(self.folder).as_posix(), path.stat().st_size
+            lfs = is_lfs_path(name, size)
+            if size > SNAPSHOT_HASH_LIMIT:
+                oid = f"size:{size}"
+            else:
+                data = path.read_bytes()
+                oid = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
+            files[name] = TreeFile(name, size, oid, lfs)
+        return files
+
+
+def history_reader(spec: str, endpoint: str | None = None, token: str | None = None):
+    """A local folder as a one-commit snapshot, anything else as a Hub repo."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return FolderSnapshot(path, spec)
+    return HubHistory(spec, endpoint, token)
