@@ -75,6 +75,14 @@ def test_against_a_file_and_unknown_references_end_in_one_line(cli, copied, tmp_
     assert code == 2 and stdout == "" and re.fullmatch(
         r"solarforensics: error: transformers has no model family 'no_such_family' \(.*\)\n", stderr)
     assert sorted(tmp_path.glob("results/*")) == before  # nothing half-written
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not code\n")
+    code, _, stderr = cli("code", copied, "--against", notes)
+    assert code == 2 and stderr.startswith(f"solarforensics: error: --against {notes} is not a Python file")
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "bad.py").write_text("class (:\n")
+    doc = code_json(cli, copied, "--against", tmp_path / "refs")
+    assert "reference bad.py: not compared: Python syntax error at line 1 (invalid syntax)" in doc["warnings"]
 
 
 def test_the_solar_replica_is_loaded_by_transformers_solar_open_code(cli, hub_server):

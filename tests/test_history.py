@@ -194,3 +194,15 @@ def test_the_terminal_shows_a_timeline_and_the_diffs(cli, tmp_path, hub_server, 
     assert "Timeline: licence names and declared base models" in stdout and "Acme Licence" in stdout
     assert "Weight files changed after the first commit" in stdout and "+Acme Licence" in stdout
     assert "results:" in stdout and list(tmp_path.glob("results/history-*.json"))
+
+
+def test_the_markdown_and_html_reports_show_the_diffs_as_text(cli, tmp_path, hub_server, model_repo):
+    from solarforensics.render.html import render_html
+    from solarforensics.render.markdown import render_markdown
+
+    hub_server(tmp_path / "hub")
+    doc = history_json(cli, "acme/model")
+    markdown = render_markdown([doc], None)
+    assert "~~~~diff\n--- LICENSE@" in markdown and "+Acme Licence" in markdown
+    html = render_html([doc])
+    assert "<pre>--- LICENSE@" in html and "Timeline: licence names and declared base models" in html

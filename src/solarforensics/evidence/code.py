@@ -54,7 +54,7 @@ def code_report(spec: str, options: OpenOptions | None = None, against: str = "a
     subject = repo.files + loading
     described, references = reference_files(against)
     statuses, mine = _parse_all(subject)
-    _, theirs = _parse_all(references)
+    reference_status, theirs = _parse_all(references)
     by_name: dict[str, list[Definition]] = {}
     for definition in theirs:
         by_name.setdefault(_generic(definition.name), []).append(definition)
@@ -78,6 +78,7 @@ def code_report(spec: str, options: OpenOptions | None = None, against: str = "a
         "replica": "REPLICA.md" in repo.listing,
         "sources": [repo.provenance] if repo.provenance else [],
         "warnings": [f"{f.name}: {statuses[f.name][0]}" for f in subject if statuses[f.name][0] != "compared"]
+        + [f"reference {name}: {status}" for name, (status, _) in reference_status.items() if status != "compared"]
         + ([loading_note] if loading_note else []),
         "timings": {"total_s": round(time.perf_counter() - started, 3)},
     }

@@ -89,6 +89,9 @@ def reference_files(against: str) -> tuple[dict, list[CodeFile]]:
     """(what was compared, its files): `all` (every transformers modelling file), a family, or a path."""
     path = Path(against).expanduser()
     if path.exists():
+        if path.is_file() and path.suffix != ".py":
+            raise SpecError(f"--against {against} is not a Python file", hint="give a .py file, a folder, a "
+                                                                             "transformers family or all")
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*.py") if p.is_file())
         if not files:
             raise NotFoundError(f"{against} holds no .py file to compare with")
