@@ -206,3 +206,22 @@ def test_the_markdown_and_html_reports_show_the_diffs_as_text(cli, tmp_path, hub
     assert "~~~~diff\n--- LICENSE@" in markdown and "+Acme Licence" in markdown
     html = render_html([doc])
     assert "<pre>--- LICENSE@" in html and "Timeline: licence names and declared base models" in html
+
+
+def test_git_lfs_pointers_are_served_as_lfs_files_with_their_objects(tmp_path, hub_server):
+    import hashlib
+
+    folder = init(tmp_path / "hub" / "acme" / "lfs")
+    weights = b"\x08" + b"\x00" * 15 + b"real weight bytes"
+    oid = hashlib.sha256(weights).hexdigest()
+    store = folder / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4]
+    store.mkdir(parents=True)
+    (store / oid).write_bytes(weights)
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(weights)}\n"
+    sha = commit(folder, "weights", "2025-01-01T00:00:00Z", {"model.safetensors": pointer})
+    server = hub_server(tmp_path / "hub")
+    api = HfApi(endpoint=server.url, token=False)
+    entry = next(iter(api.list_repo_tree("acme/lfs", revision=sha)))
+    assert (entry.path, entry.size, entry.lfs.sha256) == ("model.safetensors", len(weights), oid)
+    path = hf_hub_download("acme/lfs", "model.safetensors", revision=sha, endpoint=server.url, token=False)
+    assert open(path, "rb").read() == weights

@@ -73,6 +73,8 @@ def test_licence_history_of_the_solar_replica_reads_the_release_text(cli, hub_se
         "+# Upstage Solar License\n" in renamed["diff_vs_previous"]
     assert not any("Strategic Competitor" in t["text"] for t in renamed["added_terms"])
     assert any(s.startswith("2025-12-31 ") for s in doc["summary"]["statements"])
+    code, stdout, _ = cli("license", "solar", "--history")
+    assert code == 0 and "Licence text at every revision where it changed" in stdout and "Solar-Apache" in stdout
 
 
 def test_licence_history_follows_a_deletion_and_a_binary_licence(cli, tmp_path, hub_server):
