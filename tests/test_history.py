@@ -11,7 +11,7 @@ import solarforensics.cli.evidence  # noqa: F401  (registers the commands)
 from solarforensics.localhub.store import FolderStore
 from solarforensics.replicas.store import replica_store
 from solarforensics.results.document import read_document, schema
-from tests.gitrepos import bulk_commits, commit, git, init
+from gitrepos import bulk_commits, commit, git, init
 
 APACHE_HEAD = "                                 Apache License\n                           Version 2.0, January 2004\n"
 
