@@ -59,7 +59,8 @@ def test_the_solar_vs_glm_case_is_listed_and_loads():
     case = load_case("solar-vs-glm")
     assert (case.models, case.controls) == ({"a": "solar", "b": "glm"}, {"unrelated": "phi", "derived": "intellect3"})
     assert [c.name for c in list_cases()] == ["solar-vs-glm"]
-    assert {"arch", "tokenizer", "license", "compare", "matrix", "provenance"} == {s["kind"] for s in case.steps}
+    assert {"arch", "tokenizer", "license", "history", "code", "compare", "matrix", "provenance"} == {
+        s["kind"] for s in case.steps}
 
 
 def test_the_ledger_names_known_measures_and_rules():
@@ -101,7 +102,12 @@ def test_every_claim_gets_a_status_from_the_planted_truth(tiny_run):
     assert claims["derived-centered-one"]["status"] == "stands"
     assert claims["selective-preservation"]["status"] == "does-not-stand"
     assert claims["ln-cosine-proves-derivation"]["status"] == "does-not-stand"
-    assert claims["mtp-code-artifact"]["status"] == "untestable"
+    # The tiny Solar folder ships no code: transformers' solar_open files load it, and they skip no layer >= 46.
+    assert claims["mtp-code-artifact"]["status"] == "does-not-stand"
+    assert "transformers/models/solar_open/modeling_solar_open.py (transformers)" in claims["mtp-code-artifact"][
+        "measured"] and "model\\.layers\\.46" in claims["mtp-code-artifact"]["measured"]
+    assert claims["license-header-change"]["status"] == "does-not-stand"  # a folder: one snapshot, no such commit
+    assert all(c["why"] for c in claims.values() if c["status"] == "untestable")  # each says why
     assert doc["verdict"] == "independent"
 
 

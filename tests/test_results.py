@@ -182,7 +182,7 @@ def test_validate_document_checks_rows_and_verdicts_like_the_schema():
     assert validate_document([]) == ["document is a list, expected an object"]
     assert validate_document(dict(minimal_compare(), kind="bench", replica="no")) == [
         "key 'replica' has type str", "kind 'bench' is not one of compare, matrix, inspect, provenance, validation, "
-        "case, arch, tokenizer, license"]
+        "case, arch, tokenizer, license, fingerprint, scan, lineage, history, code"]
 
 
 def test_default_out_paths_are_slugged_and_stay_inside_results():

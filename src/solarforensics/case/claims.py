@@ -4,6 +4,7 @@ one per rule; the ledger itself is data."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -339,12 +340,68 @@ def shared_expert_width_a(run: Run) -> Measured:
 
 
 def license_verbatim_a(run: Run) -> Measured:
+    """The licence text at release when the history has it (the first revision of the licence file), else now."""
     doc = run.doc("license-a")
+    revisions = [r for r in doc.get("history") or [] if r.get("oid")]
+    if revisions:
+        first, now = revisions[0], doc
+        effects = ", ".join(first.get("effects") or []) or "none found"
+        later = (f"; now (since {revisions[-1]['date'][:10]}): '{now.get('title')}', {now.get('classification')}"
+                 if len(revisions) > 1 else "")
+        return Measured(bool(first.get("verbatim")) and first.get("against") == "apache-2.0",
+                        f"release-time {first['file']} (commit {first['commit'][:8]}, {first['date'][:10]}): "
+                        f"'{first.get('licence_title')}', {first.get('classification')}, "
+                        f"{len(first.get('added_terms') or [])} added terms; effects: {effects}{later}")
     if not doc.get("file"):
         raise NotMeasured("the repo has no licence file")
     effects = ", ".join(e["effect"] for e in doc.get("effects") or []) or "none found"
     return Measured(bool(doc.get("verbatim")), f"{doc['file']}: '{doc.get('title')}', {doc.get('classification')}; "
-                                               f"added terms: {effects}; card: {doc.get('declared_note')}")
+                                               f"added terms: {effects}; card: {doc.get('declared_note')} (the text "
+                                               "now: no history of the licence was read)")
+
+
+_OTHER_PARTY = re.compile(r"^\+(?!\+\+).*copyright.*(glm|zhipu)", re.IGNORECASE | re.MULTILINE)
+
+
+def glm_copyright_header_added_a(run: Run) -> Measured:
+    """A commit of model a's repo whose diff adds a copyright line naming GLM or Zhipu."""
+    doc = run.doc("history-a")
+    found = []
+    for commit in doc.get("commits") or []:
+        for diff in commit.get("diffs") or []:
+            lines = _OTHER_PARTY.findall(diff.get("diff") or "")
+            if lines and diff.get("oid_before"):  # a line added to a file that existed: a header changed
+                found.append((commit, diff["path"]))
+    if not found:
+        skipped = (doc.get("skipped") or {}).get("commits") or 0
+        if skipped:
+            raise NotMeasured(f"no such line in the analysed commits, but {skipped} commits were not read")
+        return Measured(False, f"no commit of {doc.get('repo')} ({len(doc.get('commits') or [])} commits read) adds a "
+                               "copyright line naming GLM or Zhipu")
+    commit = found[0][0]
+    files = ", ".join(path for c, path in found if c is commit)
+    return Measured(True, f"commit {commit['commit'][:8]} ({commit['date'][:16]}Z, '{commit['title']}') adds a copyright "
+                          f"line naming GLM/Zhipu to {files}" + (f"; {len(found)} file changes in all" if len(found) > 1
+                                                                 else ""))
+
+
+MTP_RULES = ("ignores checkpoint layers from a fixed index", "compares the layer index with a fixed number")
+
+
+def mtp_layer_skip_rule_a(run: Run) -> Measured:
+    """Whether the code that loads model a skips layers from GLM's MTP index (46 for GLM-4.5-Air, 92 for GLM-4.5)."""
+    doc = run.doc("code-a")
+    compared = [f for f in doc.get("files") or [] if f.get("status") == "compared"]
+    if not compared:
+        raise NotMeasured("no Python file of the repo (or loading it) could be compared")
+    hits = [r for r in doc.get("rules") or [] if r.get("rule") in MTP_RULES and r.get("value") in ("46", "92")]
+    theirs = [r for r in doc.get("reference_rules") or [] if r.get("rule") in MTP_RULES and r.get("value")]
+    where = "; ".join(f"{f['file']} ({f['origin']})" for f in compared)
+    reference = (f"; {theirs[0]['file']}:{theirs[0]['line']} has `{theirs[0]['text']}`" if theirs else "")
+    if hits:
+        return Measured(True, f"{hits[0]['file']}:{hits[0]['line']} `{hits[0]['text']}`{reference}; compared: {where}")
+    return Measured(False, f"no rule skipping layers >= 46 in the code compared ({where}){reference}; "
+                           f"{doc.get('identical_count')} functions/classes identical to the reference")
 
 
 def none(run: Run) -> Measured:
@@ -357,5 +414,5 @@ MEASURES: dict[str, Callable[[Run], Measured]] = {f.__name__: f for f in (
     unrelated_raw_gap, sg_centered_mean, derived_centered_mean, layer_map_diagonal_excess, kv_router_abs_cosine,
     provenance_verdict, residual_alignment_found, tokenizer_shared_fraction_a, tokenizer_same_id_fraction,
     same_family_overlap, norm_parameter_share_percent, parameters_a_without_head, shared_expert_width_a,
-    license_verbatim_a, none,
+    license_verbatim_a, glm_copyright_header_added_a, mtp_layer_skip_rule_a, none,
 )}

@@ -243,7 +243,8 @@ def _run_one(step: dict, record: dict, ctx: StepContext, docs: dict, out_dir: Pa
     except ForensicsError as err:
         record.update(status="failed", reason=failure_text(err))
         return
-    doc = new_document(kind, argv, **fields, replica=replica or bool(fields.get("replica")))
+    fields = {**fields, "replica": replica or bool(fields.get("replica"))}
+    doc = new_document(kind, argv, **fields)
     path = path_inside(out_dir, f"{step['id']}.json")
     write_document(doc, path)
     docs[step["id"]] = doc
@@ -267,6 +268,7 @@ def _case_document(case: Case, roles, request, steps, claims, docs, sources, spe
         f"Read {spent:,} bytes, {100 * spent / pair:.2f}% of the two checkpoints ({pair:,} bytes)." if pair else
         f"Read {spent:,} bytes.",
     ]
+    statements += [f"Cannot be checked here: {c['id']} — {c['why']}" for c in claims if c["status"] == "untestable"]
     if replica:
         statements.insert(0, "These results come from synthetic replicas: they show how the method behaves and say "
                              "nothing about the real models.")

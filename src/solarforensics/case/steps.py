@@ -15,7 +15,7 @@ from solarforensics.errors import ForensicsError, SelectionError
 from solarforensics.models import OpenOptions
 from solarforensics.sources.base import TensorSource
 
-KINDS = ("arch", "tokenizer", "license", "compare", "matrix", "provenance")
+KINDS = ("arch", "tokenizer", "license", "history", "code", "compare", "matrix", "provenance")
 
 
 class StepSkipped(Exception):
@@ -39,7 +39,7 @@ def step_roles(step: dict) -> list[str]:
     """The case roles (a, b, unrelated, derived) a step reads, in order."""
     if step["kind"] == "matrix":
         return list(step["models"])
-    if step["kind"] == "license":
+    if step["kind"] in ("license", "history", "code"):
         return [step["model"]]
     return [r for r in (step.get("a"), step.get("b"), step.get("control")) if r]
 
@@ -56,6 +56,13 @@ def describe(step: dict, roles: dict[str, str]) -> str:
         return f"compare {names[0]} {names[1]} --tensors {step['tensors']}{extra}"
     if step["kind"] == "provenance":
         return f"provenance {names[0]} {names[1]} --tests {step.get('tests', 'all')}"
+    if step["kind"] == "history":
+        return f"history {names[0]}" + (f" --files {','.join(step['files'])}" if step.get("files") else "")
+    if step["kind"] == "code":
+        return f"code {names[0]} --against {step.get('against', 'all')}"
+    if step["kind"] == "license":
+        return f"license {names[0]} --against {step.get('against', 'apache-2.0')}" + (
+            " --history" if step.get("history") else "")
     return f"{step['kind']} {' '.join(names)}"
 
 
@@ -156,9 +163,21 @@ def _tokenizer(step: dict, ctx: StepContext) -> dict:
 
 
 def _license(step: dict, ctx: StepContext) -> dict:
-    report = _analysis("evidence.license", "license_report")
+    if step.get("history"):  # the text at every revision too: a licence replaced after release is still read
+        report = _analysis("evidence.license_history", "license_report_with_history")
+    else:
+        report = _analysis("evidence.license", "license_report")
     # A repo without a licence file is a finding of this step, not a failure.
     return report(ctx.spec(step["model"]), ctx.options, step.get("against", "apache-2.0"), require_file=False)
+
+
+def _history(step: dict, ctx: StepContext) -> dict:
+    report = _analysis("evidence.history", "history_report")
+    return report(ctx.spec(step["model"]), ctx.options, step.get("files"), int(step.get("max_commits", 200)))
+
+
+def _code(step: dict, ctx: StepContext) -> dict:
+    return _analysis("evidence.code", "code_report")(ctx.spec(step["model"]), ctx.options, step.get("against", "all"))
 
 
 def _compare(step: dict, ctx: StepContext) -> dict:
@@ -193,8 +212,8 @@ def _provenance(step: dict, ctx: StepContext) -> dict:
 
 
 RUNNERS: dict[str, Callable[[dict, StepContext], dict]] = {
-    "arch": _arch, "tokenizer": _tokenizer, "license": _license, "compare": _compare, "matrix": _matrix,
-    "provenance": _provenance,
+    "arch": _arch, "tokenizer": _tokenizer, "license": _license, "history": _history, "code": _code,
+    "compare": _compare, "matrix": _matrix, "provenance": _provenance,
 }
 
 

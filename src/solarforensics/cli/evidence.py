@@ -44,14 +44,58 @@ def tokenizer(
 @app.command("license")
 def license_(
     source: Annotated[str, typer.Argument(help="Alias, Hub id (owner/name[@rev]) or folder.")],
-    against: Annotated[str, typer.Option("--against", help="Reference licence to compare with.")] = "apache-2.0",
+    against: Annotated[str, typer.Option("--against", help="Licence database key to compare with (auto: the licence "
+                                                          "the text starts from).")] = "auto",
+    with_history: Annotated[bool, typer.Option("--history", help="Also the licence text at every revision where it "
+                                               "changed (Hub repos), each compared and diffed.")] = False,
     out_file: OutFile = None,
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
     no_cache: NoCache = False,
 ) -> None:
-    """The licence file(s) against the canonical Apache-2.0, section by section, and the card's declared licence."""
+    """The licence file(s) against the licence they start from (a licence database), section by section, and the
+    card's declared licence."""
     from solarforensics.evidence.license import license_report
+    from solarforensics.evidence.license_history import license_report_with_history
 
-    fields = license_report(source, options(endpoint, no_cache), against)
+    report = license_report_with_history if with_history else license_report
+    fields = report(source, options(endpoint, no_cache), against)
     finish("license", fields, out_file or default_out_path("license", [source]), as_json)
+
+
+@app.command()
+def history(
+    source: Annotated[str, typer.Argument(help="Alias or Hub id (owner/name[@rev]).")],
+    files: Annotated[list[str] | None, typer.Option("--files", help="Only files matching this glob (repeatable or "
+                                                    "comma-separated), e.g. 'LICENSE*' or '*.py'.",
+                                                    show_default=False)] = None,
+    max_commits: Annotated[int, typer.Option("--max-commits", min=1, help="Read the trees of at most this many "
+                                             "commits: the first and the newest (the rest is stated as skipped).")] = 200,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+) -> None:
+    """Every commit of a Hub repo: files added/removed/changed (weights by LFS id), text diffs, licence and base-model
+    timeline."""
+    from solarforensics.evidence.history import history_report
+
+    globs = [g.strip() for item in files or [] for g in item.split(",") if g.strip()] or None
+    fields = history_report(source, options(endpoint, False), globs, max_commits)
+    finish("history", fields, out_file or default_out_path("history", [source]), as_json)
+
+
+@app.command()
+def code(
+    source: Annotated[str, typer.Argument(help="Alias, Hub id (owner/name[@rev]), folder or .py file.")],
+    against: Annotated[str, typer.Option("--against", help="A transformers model family (e.g. glm4_moe), a .py file "
+                                         "or folder, or all (every transformers modelling file: slow).")] = "all",
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+) -> None:
+    """The repo's Python code against reference implementations: shared functions and classes, copyright and licence
+    lines, distinctive rules. Shared code says where code came from, not where weights came from."""
+    from solarforensics.evidence.code import code_report
+
+    fields = code_report(source, options(endpoint, False), against)
+    finish("code", fields, out_file or default_out_path("code", [source]), as_json)

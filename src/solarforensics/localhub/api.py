@@ -56,6 +56,25 @@ def model_info(repo: Repo, commit: Commit) -> dict:
     return info
 
 
+COMMITS_PAGE = 50  # commits per page of the listing; the Hub's own page size is not documented
+MAX_COMMITS_PAGE = 1000
+
+
+def commit_page(repo: Repo, commit: Commit, page: int, limit: int) -> tuple[list[dict], bool]:
+    """One page of `/api/models/{repo}/commits/{rev}`: the commit and its ancestors, newest first, and whether
+    another page follows (the handler then sends a `Link: <...>; rel="next"` header, as the Hub does)."""
+    limit = max(1, min(limit, MAX_COMMITS_PAGE))
+    entries = []
+    for index, found in enumerate(repo.history(commit)):
+        if index >= (page + 1) * limit:
+            return entries, True
+        if index >= page * limit:
+            entries.append({"id": found.sha, "title": found.title, "message": found.message,
+                            "authors": [{"user": author, "avatar": None} for author in found.authors],
+                            "date": _iso_time(found.last_modified)})
+    return entries, False
+
+
 def tree_entries(commit: Commit, path: str, recursive: bool) -> list[dict]:
     """The `/tree/{rev}/{path}` listing: children of `path`, or everything below it when recursive."""
     prefix = f"{path.strip('/')}/" if path.strip("/") else ""

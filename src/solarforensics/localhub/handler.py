@@ -14,8 +14,10 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from solarforensics.errors import ForensicsError
 from solarforensics.localhub.api import (
+    COMMITS_PAGE,
     HttpError,
     byte_range,
+    commit_page,
     entry_not_found,
     model_info,
     open_commit,
@@ -104,6 +106,17 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 recursive = query.get("recursive", ["false"])[0].lower() == "true"
                 commit = self._open(repo_id, rest[1])[1]
                 return self._send_json(tree_entries(commit, "/".join(rest[2:]), recursive), head)
+            if read and len(rest) == 2 and rest[0] == "commits":
+                self._kind = "commits"
+                repo, commit = self._open(repo_id, rest[1])
+                page, limit = _int(query, "p", 0), _int(query, "limit", COMMITS_PAGE)
+                entries, more = commit_page(repo, commit, page, limit)
+                link = {}
+                if more:  # absolute, as huggingface_hub's paginate() requests the next URL as given
+                    host = self.headers.get("Host") or f"{self.server.server_name}:{self.server.server_port}"
+                    path = "/".join(quote(s, safe="") for s in segments)
+                    link = {"Link": f'<http://{host}/{path}?p={page + 1}&limit={limit}>; rel="next"'}
+                return self._send_json(entries, head, link)
             if method == "POST" and len(rest) >= 2 and rest[0] == "paths-info":
                 self._kind = "paths_info"
                 commit = self._open(repo_id, "/".join(rest[1:]))[1]
@@ -187,9 +200,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     # ---- writing -------------------------------------------------------------------------------------------------
 
-    def _send_json(self, value: object, head: bool = False) -> None:
+    def _send_json(self, value: object, head: bool = False, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(value, default=str).encode()
-        self._send(200, {"Content-Type": "application/json"}, body, head=head)
+        self._send(200, {"Content-Type": "application/json", **(headers or {})}, body, head=head)
 
     def _send_error(self, err: HttpError, method: str) -> None:
         if self._entry is not None:  # too late for a proper answer: hang up so the client sees a broken body
@@ -236,6 +249,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.rfile.close()
             self.connection.close()
+
+
+def _int(query: dict, name: str, default: int) -> int:
+    try:
+        return max(0, int(query.get(name, [default])[0]))
+    except ValueError:
+        raise HttpError(400, None, f"{name} must be a non-negative integer") from None
 
 
 def _chunks(body: bytes | tuple[RepoFile, int, int], limit: int, size: int):

@@ -104,6 +104,9 @@ def serve(root: Path | None, *, port: int = 0, latency_ms: int = 0, bandwidth: i
         cdn_note = f", weights via CDN {server.cdn_url}" if cdn else ""
         print(f"Hub serving {repos} repos at {server.url}{cdn_note}; use it with: export HF_ENDPOINT={server.url}",
               flush=True)
+        for store in stores:
+            for line in getattr(store, "notes", lambda: [])():
+                print(f"  {line}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

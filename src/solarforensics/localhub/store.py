@@ -1,102 +1,32 @@
-"""Repo storage behind the local Hub server: files, commits and repos, read from folders or generated on the fly."""
+"""Repo storage behind the local Hub server: repos read from folders (git folders with their history) or combined."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import threading
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Iterable
 from urllib.parse import unquote
 
 from solarforensics.errors import FormatError
+from solarforensics.localhub.gitrepo import GitError, GitHistory, git_repo, is_git_folder
+from solarforensics.localhub.repo import (  # noqa: F401 (the names callers import from here)
+    LFS_MIN_SIZE,
+    LFS_SUFFIXES,
+    SHA_PATTERN,
+    Commit,
+    Repo,
+    RepoFile,
+    RepoStore,
+    git_blob_sha1,
+    is_lfs_path,
+)
 
-SHA_PATTERN = re.compile(r"[0-9a-f]{40}")
-LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
-LFS_MIN_SIZE = 1 << 20
 SETTINGS_FILE = ".hub.json"
 BRANCHES_DIR = ".branches"
-
-
-@dataclass(frozen=True)
-class RepoFile:
-    """One file of a commit; its bytes come from `reader(start, end_exclusive)` so they may live on disk or nowhere."""
-
-    path: str
-    size: int
-    etag: str  # unquoted: sha256 hex for LFS files, git blob sha1 for plain files
-    lfs: bool
-    reader: Callable[[int, int], bytes] | None = field(default=None, repr=False, compare=False)
-
-    def read(self, start: int, end: int) -> bytes:
-        return self.reader(start, end)
-
-    @property
-    def lfs_pointer(self) -> str:
-        """The git-lfs pointer text the Hub stores in git in place of an LFS file."""
-        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.etag}\nsize {self.size}\n"
-
-    @property
-    def blob_id(self) -> str:
-        """Git blob id, as the Hub reports it in listings (of the pointer, for LFS files)."""
-        return git_blob_sha1(self.lfs_pointer.encode()) if self.lfs else self.etag
-
-
-@dataclass(frozen=True)
-class Commit:
-    """A snapshot of a repo: its sha and files by path."""
-
-    sha: str
-    files: dict[str, RepoFile]
-    last_modified: float = 0.0  # unix time, shown as lastModified
-
-    @classmethod
-    def from_files(cls, files: Iterable[RepoFile], last_modified: float = 0.0) -> Commit:
-        """A commit whose sha is a deterministic sha1 over its sorted (path, etag) pairs."""
-        ordered = sorted(files, key=lambda f: f.path)
-        digest = hashlib.sha1()
-        for f in ordered:
-            digest.update(f"{f.path}\0{f.etag}\n".encode())
-        return cls(digest.hexdigest(), {f.path: f for f in ordered}, last_modified)
-
-
-@dataclass
-class Repo:
-    """A model repo: branches pointing at commits, plus access settings."""
-
-    id: str
-    refs: dict[str, Commit]
-    gated: bool = False
-    private: bool = False
-    tokens: set[str] = field(default_factory=set)
-
-    def resolve(self, rev: str) -> Commit | None:
-        """The commit for a branch name or for the full sha of any of this repo's commits."""
-        if rev in self.refs:
-            return self.refs[rev]
-        if SHA_PATTERN.fullmatch(rev):
-            return next((c for c in self.refs.values() if c.sha == rev), None)
-        return None
-
-
-class RepoStore(Protocol):
-    """Where the server finds repos; re-asked on every request so repos may change between requests."""
-
-    def get(self, repo_id: str) -> Repo | None: ...
-
-    def repo_ids(self) -> list[str]: ...
-
-
-def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def is_lfs_path(path: str, size: int) -> bool:
-    return path.lower().endswith(LFS_SUFFIXES) or size > LFS_MIN_SIZE
 
 
 def _read_disk_range(path: Path, start: int, end: int) -> bytes:
@@ -125,6 +55,7 @@ class FolderStore:
         # Hashing is the only costly part of a rescan; a file keeps its etag while its stat signature holds.
         self._etags: dict[str, tuple[tuple[int, int, int], str]] = {}
         self._lock = threading.Lock()
+        self._git: dict[Path, GitHistory] = {}
 
     def repo_ids(self) -> list[str]:
         if not self.root.is_dir():
@@ -145,18 +76,39 @@ class FolderStore:
         if not folder.is_dir():
             return None
         settings = self._settings(folder / SETTINGS_FILE)
+        access = dict(gated=bool(settings.get("gated", False)), private=bool(settings.get("private", False)),
+                      tokens=set(settings.get("tokens", [])))
+        if is_git_folder(folder):
+            try:
+                repo = git_repo(self._history(folder), repo_id, **access)
+            except GitError:
+                repo = None  # notes() says why; the working tree is served as for any folder
+            if repo is not None:
+                return repo
         refs = {"main": self._commit(folder)}
         branches = folder / BRANCHES_DIR
         if branches.is_dir():
             # Branch names may hold slashes (refs/pr/1); on disk they are written quoted (refs%2Fpr%2F1).
             refs.update({unquote(d.name): self._commit(d) for d in sorted(branches.iterdir()) if d.is_dir()})
-        return Repo(
-            repo_id,
-            refs,
-            gated=bool(settings.get("gated", False)),
-            private=bool(settings.get("private", False)),
-            tokens=set(settings.get("tokens", [])),
-        )
+        return Repo(repo_id, refs, **access)
+
+    def _history(self, folder: Path) -> GitHistory:
+        with self._lock:
+            if folder not in self._git:
+                self._git[folder] = GitHistory(folder)
+            return self._git[folder]
+
+    def notes(self) -> list[str]:
+        """One line per git folder: how it is served (which commit is main, or why its working tree is)."""
+        lines = []
+        for repo_id in self.repo_ids():
+            folder = self.root / repo_id
+            if is_git_folder(folder):
+                try:
+                    lines.append(f"{repo_id}: git history served; {self._history(folder).state()[2]}")
+                except GitError as err:
+                    lines.append(f"{repo_id}: git history not readable ({err}); the working tree is served")
+        return lines
 
     @staticmethod
     def _settings(path: Path) -> dict:

@@ -50,7 +50,15 @@ class Figure:
     caption: str = ""
 
 
-Block = Union[Banner, Facts, Table, Bullets, Figure]
+@dataclass(frozen=True)
+class Preformatted:
+    """Text whose lines and spacing matter (a diff), shown as is."""
+
+    title: str
+    text: str
+
+
+Block = Union[Banner, Facts, Table, Bullets, Figure, Preformatted]
 
 
 @dataclass(frozen=True)

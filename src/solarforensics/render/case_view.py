@@ -24,6 +24,10 @@ def case_blocks(doc: dict) -> list[Block]:
     if reasons:
         blocks.append(Bullets("Why this verdict (the provenance step)", reasons))
     blocks.append(claims_table(claims, sections))
+    untestable = [f"{c.get('id')}: {str(c.get('why') or 'no reason given').removeprefix('not measured: ')}"
+                  for c in claims if c.get("status") == "untestable"]
+    if untestable:
+        blocks.append(Bullets(f"Claims that remain untestable here ({len(untestable)}), and why", untestable))
     blocks.append(bytes_facts(doc, steps))
     blocks.append(steps_table(steps, sections))
     blocks.append(case_facts(doc))

@@ -173,6 +173,8 @@ def license_blocks(doc: dict) -> list[Block]:
     declared = doc.get("declared") or {}
     blocks.append(Facts("Licence", [
         ("file", str(doc.get("file") or MISSING)), ("title", str(doc.get("title") or MISSING)),
+        ("starts from", f"{doc.get('starts_from')} ({doc.get('starts_from_spdx')}), similarity "
+                        f"{fmt_num(doc.get('starts_from_similarity'))}" if doc.get("starts_from") else MISSING),
         ("classification", str(doc.get("classification") or MISSING)),
         ("verbatim Apache-2.0 terms", fmt_num(doc.get("verbatim"))), ("renamed", fmt_num(doc.get("renamed"))),
         ("declared on the card", ", ".join(f"{k}: {declared[k]}" for k in ("license", "license_name", "license_link")
@@ -204,6 +206,14 @@ def license_blocks(doc: dict) -> list[Block]:
             for text in s.get("removed") or []]
     if rows:
         blocks.append(_long_table("Apache-2.0 text not found", ["§", "text"], rows))
+    revisions = [r for r in doc.get("history") or [] if isinstance(r, dict)]
+    if revisions:
+        rows = [[str(r.get("date", ""))[:10], str(r.get("commit", ""))[:8], str(r.get("file")),
+                 str(r.get("licence_title") or "(deleted)"), str(r.get("starts_from") or MISSING),
+                 fmt_num(r.get("verbatim")), fmt_int(len(r.get("added_terms") or [])),
+                 ", ".join(r.get("effects") or []) or "—"] for r in revisions]
+        blocks.append(Table("Licence text at every revision where it changed", [
+            "date", "commit", "file", "title", "starts from", "verbatim", "added terms", "what they do"], rows))
     files = [f for f in doc.get("files") or [] if isinstance(f, dict)]
     if len(files) > 1:
         rows = [[str(f.get("file")), fmt_int(f.get("bytes")), str(f.get("title") or MISSING),

@@ -3,7 +3,7 @@
 import base64
 from html import escape
 
-from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Report, Table
+from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Preformatted, Report, Table
 from solarforensics.render.views import build_report
 
 # The CSP makes "works offline" enforceable: the browser may load nothing but inline styles and data: images.
@@ -96,6 +96,8 @@ def block_html(block: Block) -> str:
     if isinstance(block, Bullets):
         items = "".join(f"<li>{escape(item)}</li>" for item in block.items)
         return f"<h3>{escape(block.title)}</h3><ul>{items}</ul>"
+    if isinstance(block, Preformatted):
+        return f"<h3>{escape(block.title)}</h3><pre>{escape(block.text)}</pre>"
     if isinstance(block, Figure):
         data = base64.b64encode(block.draw()).decode("ascii")
         caption = f"<figcaption>{escape(block.caption)}</figcaption>" if block.caption else ""

@@ -1,8 +1,9 @@
 """Markdown report; plots are written as PNG files into a figures folder beside the document."""
 
+import re
 from pathlib import Path
 
-from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Report, Table
+from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Preformatted, Report, Table
 from solarforensics.render.views import build_report
 from solarforensics.results.document import slugify, write_bytes_atomic
 
@@ -50,6 +51,9 @@ def block_markdown(block: Block, anchor: str, figures_dir: Path | None) -> list[
         return lines + [""]
     if isinstance(block, Bullets):
         return [f"### {md_escape(block.title)}", ""] + [f"- {md_escape(item)}" for item in block.items] + [""]
+    if isinstance(block, Preformatted):
+        fence = "~" * max(4, 1 + max((len(m) for m in re.findall(r"~+", block.text)), default=0))
+        return [f"### {md_escape(block.title)}", "", f"{fence}diff", block.text.rstrip("\n"), fence, ""]
     if isinstance(block, Figure):
         if figures_dir is None:
             return []

@@ -6,7 +6,7 @@ from rich.panel import Panel
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Report, Table
+from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Preformatted, Report, Table
 from solarforensics.render.views import build_report
 
 BANNER_STYLES = {
@@ -70,6 +70,10 @@ def print_block(block: Block, console: Console) -> None:
             grid.add_row(Text("  •"), Text(item))
         console.print(Text(block.title, style="bold"))
         console.print(grid)
+        console.print()
+    elif isinstance(block, Preformatted):
+        console.print(Text(block.title, style="bold"))
+        console.print(Text(block.text.rstrip("\n")), soft_wrap=True)
         console.print()
     elif isinstance(block, Figure):
         console.print(Text(f"[plot] {block.title} — see `report --format html` or `--format md`", style="dim"))

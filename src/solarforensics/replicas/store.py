@@ -17,7 +17,8 @@ import hashlib
 import threading
 from functools import partial
 
-from solarforensics.localhub.store import Commit, Repo, RepoFile, git_blob_sha1
+from solarforensics.localhub.store import Repo, RepoFile, git_blob_sha1
+from solarforensics.replicas.history import replica_repo
 from solarforensics.replicas.specs import INDEX_FILE, ITEM_BYTES, ReplicaSpec, ShardLayout, load_replica_specs
 from solarforensics.replicas.tokenizers import phi_tokenizer, solar_glm_tokenizers
 from solarforensics.replicas.values import ReplicaValues
@@ -52,8 +53,8 @@ class ReplicaStore:
             return None
         with self._lock:
             if repo_id not in self._repos:
-                commit = Commit.from_files(self._files(spec), spec.last_modified)
-                self._repos[repo_id] = Repo(repo_id, {"main": commit})
+                self._repos[repo_id] = replica_repo(repo_id, spec.folder, self._files(spec), spec.last_modified,
+                                                    _small_file)
             return self._repos[repo_id]
 
     def values(self, repo_id: str) -> ReplicaValues:
@@ -137,6 +138,8 @@ def marker_text(spec: ReplicaSpec) -> str:
         f"- seed: {spec.seed}",
         f"- {relation}",
         "- Shard ETags are synthetic (a hash of the replica's spec, not of the bytes).",
+        "- Commit history: each commit's message says what is public and what is synthetic (configs/replicas/"
+        "<repo>/history.toml); a replica without one has a single commit.",
         "",
     ])
 

@@ -14,7 +14,7 @@ from solarforensics.errors import ResultsError
 
 SCHEMA_VERSION = 1
 KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license",
-         "fingerprint", "scan", "lineage")
+         "fingerprint", "scan", "lineage", "history", "code")
 SCHEMA_FILE = Path(__file__).with_name(f"schema-v{SCHEMA_VERSION}.json")
 
 # Light mirror of the JSON Schema's `required` lists, so reading needs no jsonschema at run time.
@@ -40,6 +40,8 @@ KIND_KEYS = {
     "fingerprint": {"models": list, "index": dict, "fingerprints": list},
     "scan": {"model": str, "candidates": list, "root": dict},
     "lineage": {"families": list, "edges": list, "roots": list},
+    "history": {"repo": str, "commits": list, "timeline": list, "skipped": dict},
+    "code": {"against": dict, "matches": list, "identical_count": int, "headers": list},
 }
 COMPARE_ROW_KEYS = (
     "group", "layer_a", "layer_b", "tensor_a", "tensor_b", "shape_a", "shape_b", "comparable", "truncated", "reason",
