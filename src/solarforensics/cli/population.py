@@ -182,3 +182,33 @@ def scan(
 
     fields = scan_model(ScanRequest(model, str(index) if index else None, top, seed), options(endpoint, no_cache))
     finish("scan", fields, out_file or default_out_path("scan", [model]), as_json)
+
+
+@app.command()
+def lineage(
+    models: Annotated[list[str] | None, typer.Argument(help="Models to place (fingerprinted into the index first); "
+                                                            "none: every model in the index.", show_default=False)] = None,
+    index: IndexPath = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    out_file: OutFile = None,
+    as_json: JsonOut = False,
+    endpoint: Endpoint = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Recover the derivation forest: families, directed parent -> child edges with confidence, roots, card checks."""
+    from solarforensics.population.lineage import lineage_of
+    from solarforensics.population.record import Fingerprint
+    from solarforensics.population.scan import ensure_fingerprint
+
+    with _open(index, create=bool(models)) as db:
+        if models:
+            fps = {spec: ensure_fingerprint(spec, db, options(endpoint, no_cache))[0] for spec in models}
+        else:
+            fps = {e.spec: Fingerprint.from_entry(e) for e in db.entries()}
+        where = db.path
+    if len(fps) < 2:
+        raise ForensicsError(f"lineage needs at least two fingerprints; {where} has {len(fps)}",
+                             "fingerprint more models first")
+    fields = lineage_of(fps, seed)
+    fields["index"] = {"path": str(where), "fingerprints": len(fps)}
+    finish("lineage", fields, out_file or default_out_path("lineage", [Path(str(where)).stem]), as_json)

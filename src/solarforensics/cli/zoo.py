@@ -59,12 +59,27 @@ def validate(
     thresholds: Thresholds = None,
     write_thresholds: Annotated[bool, typer.Option("--write-thresholds", help="Rewrite that file with the values "
                                                    "fitted on the zoo's training split.")] = False,
+    lineage: Annotated[bool, typer.Option("--lineage", help="A forest zoo (zoo build --forest): fingerprint every "
+                                                            "model, recover the lineage, score it against the truth.")] = False,
+    index: Annotated[Path | None, typer.Option("--index", help="With --lineage: the index to fingerprint into "
+                                                               "(default: a new one beside the results).",
+                                               show_default=False)] = None,
     out_file: OutFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Run provenance on every labelled pair of a zoo: confusion matrix, accuracy, FPR, AUC per test, KS, peer tool."""
+    """Run provenance on every labelled pair of a zoo: confusion matrix, accuracy, FPR, AUC per test, KS, peer tool.
+    With --lineage, on a forest: top-1 parent, directed-edge F1, family ARI and the FPR over independent pairs."""
     from solarforensics.models import OpenOptions
     from solarforensics.validation.validate import ValidateRequest, validate_zoo
+
+    if lineage:
+        from solarforensics.validation.lineage import validate_lineage
+
+        out_path = out_file or default_out_path("validation", [zoo.name or "zoo", "lineage"])
+        fields = validate_lineage(zoo, index or out_path.with_suffix(".index.sqlite"), seed=seed, peer=not no_peer,
+                                  options=None)
+        finish("validation", fields, out_path, as_json)
+        return
 
     request = ValidateRequest(str(zoo), seed=seed, permutations=permutations, peer=not no_peer,
                               thresholds=str(thresholds) if thresholds else None, write_thresholds=write_thresholds)

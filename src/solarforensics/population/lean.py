@@ -181,10 +181,11 @@ def signature_test(a: View, b: View, seed: int = 0) -> dict:
     """Residual dims matched by their log column-norm profiles (layers paired by relative depth); the null shuffles
     B's dims within each block of readers that share a norm, keeping each block's own structure."""
     name = "signatures"
-    la, lb = len(a.layers), len(b.layers)
+    distinct_a, distinct_b = _distinct_layers(a), _distinct_layers(b)
+    la, lb = len(distinct_a), len(distinct_b)
     short = min(la, lb)  # each layer once: a duplicated feature would count its match twice
-    pick_a = [round(i * (la - 1) / max(short - 1, 1)) for i in range(short)]
-    pick_b = [round(i * (lb - 1) / max(short - 1, 1)) for i in range(short)]
+    pick_a = [distinct_a[round(i * (la - 1) / max(short - 1, 1))] for i in range(short)]
+    pick_b = [distinct_b[round(i * (lb - 1) / max(short - 1, 1))] for i in range(short)]
     blocks_a, blocks_b = [], []
     for layer_a, layer_b in zip(pick_a, pick_b):
         for block in BLOCKS:
@@ -213,6 +214,26 @@ def signature_test(a: View, b: View, seed: int = 0) -> dict:
             "notes": f"{sa.shape[0]} residual dims of A matched to B's by {features} log column-norm features "
                      f"(centred per norm block, so gain re-absorption cancels); reaches a vocabulary swap, which "
                      f"shares no probes; blind to a residual rotation"}
+
+
+DUPLICATE_LAYER = 0.98  # signature profiles correlated above this: one layer copied from another (up-scaling)
+
+
+def _distinct_layers(view: View) -> list[int]:
+    """Layer positions without near-copies of an earlier layer: an up-scaled model's duplicated layers would make
+    the null (which shuffles each block on its own) break a structure the observed matching keeps, in any two
+    up-scaled models, related or not."""
+    keys = [k for k in view.a if k.startswith("signature.")]
+    if not keys:
+        return list(range(len(view.layers)))
+    profiles = torch.cat([view.a[k].to(torch.float64) for k in sorted(keys)], dim=1).nan_to_num(0)
+    profiles = profiles - profiles.mean(dim=1, keepdim=True)
+    profiles = profiles / profiles.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    kept: list[int] = []
+    for layer in range(len(view.layers)):
+        if all(float(profiles[layer] @ profiles[k]) < DUPLICATE_LAYER for k in kept):
+            kept.append(layer)
+    return kept
 
 
 def _standard(blocks: list[torch.Tensor]) -> torch.Tensor:

@@ -22,8 +22,9 @@ def similarity_of(result: dict) -> float:
     """How alike two related models are, from their lean comparison: the invariant CKA where the probes saw it."""
     by = {t["name"]: t for t in result["tests"]}
     cka = by.get("invariant-cka", {})
-    return float(cka["statistic"]) if cka.get("applicable") and "invariant-cka" in result["decisive"] else \
+    value = float(cka["statistic"]) if cka.get("applicable") and "invariant-cka" in result["decisive"] else \
         RELATED_SIMILARITY
+    return min(1.0, max(0.0, value))
 
 
 def root_distances(members: list[str], root: str, sim: dict[frozenset, float]) -> dict[str, float]:
@@ -38,7 +39,7 @@ def root_distances(members: list[str], root: str, sim: dict[frozenset, float]) -
             key = frozenset((node, other))
             if other == node or key not in sim:
                 continue
-            nd = d + 1.0 - sim[key]
+            nd = d + max(0.0, 1.0 - sim[key])  # fp16 sketches can put a copy's CKA a hair above 1
             if nd < best.get(other, math.inf):
                 best[other] = nd
                 heapq.heappush(queue, (nd, other))
