@@ -124,17 +124,21 @@ def _on_ray(specs, options, known, workers, address):
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         if options and options.endpoint:
             env["HF_ENDPOINT"] = options.endpoint
+        if address != "local":
+            _check_reachable(address)
+        # A local cluster binds to loopback: Ray's default node address is the machine's network interface.
+        local = {"num_cpus": max(1, workers), "_node_ip_address": "127.0.0.1"} if address == "local" else {}
         try:
             ray.init(address=None if address == "local" else address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env},
-                     **({"num_cpus": max(1, workers)} if address == "local" else {}))
+                     log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env}, **local)
         except Exception as err:  # noqa: BLE001 - Ray raises many types for an address that does not answer
             raise SpecError(f"cannot join the Ray cluster at {address} ({type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else 'no answer'})",
                             "check the address (host:port or ray://host:port), or use --ray alone for a local cluster"
                             ) from None
     task = ray.remote(max_retries=RETRIES, retry_exceptions=True)(_ray_task)
-    wire_options = None if options is None else {**options.__dict__, "token": None}
+    wire_options = {**(options or OpenOptions()).__dict__, "token": None}
+    wire_options["endpoint"] = wire_options["endpoint"] or os.environ.get("HF_ENDPOINT")  # workers may not share it
     try:
         futures = {task.remote(spec, wire_options, known): spec for spec in specs}
         pending = list(futures)
@@ -153,6 +157,22 @@ def _on_ray(specs, options, known, workers, address):
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """One TCP connect to a cluster's address before Ray tries (it retries for minutes and logs each attempt)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto":
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise SpecError(f"the Ray cluster at {address} does not answer ({type(err).__name__})",
+                        "check the address (host:port or ray://host:port), or use --ray alone for a local cluster"
+                        ) from None
 
 
 def _ray_task(spec: str, options: dict | None, known: dict) -> dict:

@@ -1,0 +1,138 @@
+"""Fingerprint once, scan many, recover lineage: over the real local Hub, through the real command line, on Ray.
+
+The models: a tiny llama "base", a fine-tune of it (noise), that fine-tune disguised (residual permutation), and two
+independently initialised models. Every weight is random but fixed by its seed, so the relations are exact truth.
+"""
+
+import json
+import sqlite3
+
+import pytest
+
+from solarforensics.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
+
+LLAMA = {"hidden_size": 128, "num_hidden_layers": 3, "intermediate_size": 256}
+
+
+@pytest.fixture(scope="session")
+def family_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("population-hub")
+    base = build_checkpoint(root / "acme" / "base", "llama", seed=0, overrides=LLAMA)
+    derive_checkpoint(base, root / "acme" / "tuned", seed=1, noise=0.05)
+    permute_residual(root / "acme" / "tuned", root / "acme" / "disguised", seed=2)
+    build_checkpoint(root / "other" / "x", "llama", seed=5, overrides=LLAMA)
+    build_checkpoint(root / "other" / "y", "llama", seed=9, overrides=LLAMA)
+    (root / "acme" / "tuned" / "README.md").write_text("---\nbase_model: acme/base\nlicense: mit\n---\n# tuned\n")
+    return root
+
+
+@pytest.fixture
+def hub(family_root, hub_server):
+    return hub_server(family_root)
+
+
+def run_json(cli, *args):
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_fingerprint_reads_a_small_share_and_an_unchanged_commit_reads_no_tensor(cli, hub, tmp_path):
+    index = tmp_path / "index.sqlite"
+    doc = run_json(cli, "fingerprint", "acme/base", "acme/tuned", "--index", index, "--out", tmp_path / "f.json")
+    assert doc["kind"] == "fingerprint" and doc["complete"] is True
+    rows = {r["model"]: r for r in doc["fingerprints"]}
+    assert {r["status"] for r in rows.values()} == {"new"}
+    assert all(0 < r["bytes_read"] and r["fraction_read"] < 0.5 for r in rows.values())
+    hub.reset_stats()
+    again = run_json(cli, "fingerprint", "acme/base", "--index", index, "--out", tmp_path / "g.json")
+    assert again["fingerprints"][0]["status"] == "unchanged" and again["fingerprints"][0]["bytes_read"] == 0
+    log = hub.stats()["log"]
+    weight_bytes = sum(e["bytes"] for e in log if e["range"] and ".safetensors" in e["path"])
+    assert log and weight_bytes < 10_000  # the commit was resolved again; at most shard headers, never a tensor
+    assert rows["acme/base"]["bytes_read"] > 50 * max(weight_bytes, 1)
+    shown = run_json(cli, "index", "list", "--index", index)
+    assert [f["model"] for f in shown["fingerprints"]] == ["acme/base", "acme/tuned"]
+    tuned = [f for f in shown["fingerprints"] if f["model"] == "acme/tuned"][0]
+    assert tuned["declared_base_model"] == ["acme/base"] and tuned["license"] == "mit"
+
+
+def test_scan_finds_the_disguised_fine_tunes_family_and_nothing_for_an_unrelated_model(cli, hub, tmp_path):
+    index = tmp_path / "index.sqlite"
+    run_json(cli, "fingerprint", "acme/base", "acme/tuned", "other/x", "--index", index, "--out", tmp_path / "f.json")
+    doc = run_json(cli, "scan", "acme/disguised", "--index", index, "--out", tmp_path / "s.json")
+    assert doc["kind"] == "scan" and doc["model"] == "acme/disguised"
+    verdicts = {c["model"]: c for c in doc["candidates"]}
+    assert verdicts["acme/base"]["verdict"] == verdicts["acme/tuned"]["verdict"] == "derived"
+    assert verdicts["other/x"]["verdict"] == "independent"
+    assert verdicts["acme/tuned"]["relation"] in ("parent", "child", "sibling", "ancestor", "same family")
+    assert "invariant-cka" in verdicts["acme/base"]["decisive"]  # the permutation defeats element-wise tests
+    for key in ("p_value", "log10_p_value", "declared_base_model", "metadata_agrees"):
+        assert key in verdicts["acme/base"]
+    alone = run_json(cli, "scan", "other/y", "--index", index, "--out", tmp_path / "t.json")
+    assert alone["root"]["model"] is None
+    assert "derived from no indexed model, as far as weight tests can see" in alone["root"]["statement"]
+    assert {c["verdict"] for c in alone["candidates"]} == {"independent"}
+
+
+def test_lineage_puts_related_models_in_one_family_with_directed_edges(cli, hub, tmp_path):
+    index = tmp_path / "index.sqlite"
+    doc = run_json(cli, "lineage", "acme/base", "acme/tuned", "acme/disguised", "other/x", "other/y",
+                   "--index", index, "--out", tmp_path / "l.json")
+    assert doc["kind"] == "lineage"
+    families = sorted(sorted(f["members"]) for f in doc["families"])
+    assert families == [["acme/base", "acme/disguised", "acme/tuned"], ["other/x"], ["other/y"]]
+    assert len(doc["edges"]) == 2 and all(0 <= e["confidence"] <= 1 and e["evidence"] for e in doc["edges"])
+    assert {e["child"] for e in doc["edges"]} | {f["root"] for f in doc["families"] if f["size"] > 1} == \
+        {"acme/base", "acme/tuned", "acme/disguised"}
+    assert set(doc["roots"]) >= {"other/x", "other/y"}
+
+
+def test_index_export_import_rm_and_a_newer_schema(cli, hub, tmp_path):
+    index, shared, mine = tmp_path / "a.sqlite", tmp_path / "shared.sqlite", tmp_path / "b.sqlite"
+    run_json(cli, "fingerprint", "acme/base", "other/x", "--index", index, "--out", tmp_path / "f.json")
+    assert cli("index", "export", shared, "--index", index)[0] == 0
+    assert cli("index", "import", shared, "--index", mine)[0] == 0
+    assert [f["model"] for f in run_json(cli, "index", "list", "--index", mine)["fingerprints"]] == \
+        ["acme/base", "other/x"]
+    code, _, err = cli("index", "rm", "acme/base", "nope", "--index", mine)
+    assert code == 2 and "nope" in err and "nothing was removed" in err
+    code, out, _ = cli("index", "show", "other/x", "--index", mine)
+    assert code == 0 and json.loads(out)["meta"]["arch"]["family"] == "llama"
+    db = sqlite3.connect(mine)
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    code, _, err = cli("index", "list", "--index", mine)
+    assert code == 2 and err.count("\n") == 1 and "newer than this solarforensics" in err
+
+
+def test_a_model_of_no_known_family_and_a_silent_ray_address_are_one_line_each(cli, hub, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"mystery.weight": torch.zeros(4, 4)}, str(folder / "model.safetensors"))
+    code, _, err = cli("fingerprint", folder, "--index", tmp_path / "i.sqlite", "--out", tmp_path / "f.json")
+    assert code != 0 and "could not be fingerprinted" in err and "Traceback" not in err
+    code, _, err = cli("fingerprint", "acme/base", "--ray", "127.0.0.1:9", "--index", tmp_path / "i.sqlite",
+                       "--out", tmp_path / "g.json")
+    assert code == 2 and "does not answer" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def test_fingerprinting_on_a_local_ray_cluster_writes_the_index_from_the_driver(cli, hub, tmp_path, ray_cluster):
+    index = tmp_path / "index.sqlite"
+    doc = run_json(cli, "fingerprint", "--ray", "acme/base", "acme/tuned", "other/x", "--index", index,
+                   "--endpoint", hub.url, "--out", tmp_path / "f.json")
+    assert doc["runner"] == "ray" and doc["ray_address"] == "local"
+    assert [r["status"] for r in doc["fingerprints"]] == ["new", "new", "new"]
+    assert run_json(cli, "index", "list", "--index", index)["fingerprints"][0]["model"] == "acme/base"
