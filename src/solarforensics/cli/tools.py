@@ -74,3 +74,21 @@ def demo(
     outcome = run_demo_case(out_dir, latency_ms=latency_ms, say=lambda text: err.print(text, highlight=False, markup=False))
     print_case_summary(outcome.doc)
     out.print(f"report: {outcome.report_html}")
+
+
+@bench_app.command("population")
+def bench_population(
+    zoo: Annotated[Path | None, typer.Option("--zoo", help="A zoo folder to crawl threads vs Ray (e.g. a forest).",
+                                             show_default=False)] = None,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated latency of the local Hub.")] = 50,
+    read: Annotated[str | None, typer.Option("--read", help="Also fingerprint this replica for real (slow: reads "
+                                                            "its planned bytes).", show_default=False)] = None,
+) -> None:
+    """Fingerprint read plans on the full-scale replicas, scan ranking over 1,000 fingerprints, crawl threads vs Ray."""
+    from solarforensics.bench.population import bench_crawl, bench_replicas, bench_scan
+    from solarforensics.render.listing import print_figures
+
+    print_figures(out, "bench population: fingerprint plans on the full-scale replicas", bench_replicas(read))
+    print_figures(out, "bench population: scan pre-filter over an index", bench_scan())
+    if zoo is not None:
+        print_figures(out, f"bench population: crawl (local Hub, {latency_ms} ms latency)", bench_crawl(zoo, latency_ms))

@@ -42,6 +42,29 @@ def prefilter_score(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
     return sum(scores) / len(scores) if scores else None
 
 
+def rank_prefilters(query: dict[str, torch.Tensor], others: list[dict[str, torch.Tensor]]) -> list[float | None]:
+    """prefilter_score of the query against each of many, batched: models with the same readers and depth are
+    stacked and scored in one product (1,000 Solar-depth models in a fraction of a second)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, vectors in enumerate(others):
+        key = tuple(sorted((k, tuple(v.shape)) for k, v in vectors.items() if k in query))
+        groups.setdefault(key, []).append(i)
+    scores: list[float | None] = [None] * len(others)
+    q = {k: v.to(torch.float32).nan_to_num(0) for k, v in query.items()}
+    for key, members in groups.items():
+        if not key:
+            continue
+        per_reader = []
+        for reader, _ in key:
+            stack = torch.stack([others[i][reader] for i in members]).to(torch.float32).nan_to_num(0)
+            m = torch.einsum("ld,nkd->nlk", q[reader], stack)
+            per_reader.append(torch.maximum(m.max(dim=2).values.mean(dim=1), m.max(dim=1).values.mean(dim=1)))
+        mean = torch.stack(per_reader).mean(dim=0)
+        for i, value in zip(members, mean.tolist()):
+            scores[i] = value
+    return scores
+
+
 def ensure_fingerprint(spec: str, index: Index, options: OpenOptions | None, progress=None) -> tuple[Fingerprint, str]:
     """The model's fingerprint from the index when its commit is unchanged, else computed and stored."""
     def known(endpoint, repo, commit):
@@ -64,10 +87,8 @@ def scan_model(request: ScanRequest, options: OpenOptions | None = None, progres
         rows = [(spec, meta, blob) for spec, meta, blob in index.prefilters()
                 if spec != request.model and _source(meta) != own]
         mine = {k: v for k, v in query.arrays.items() if k.startswith("prefilter.")}
-        scored = []
-        for spec, meta, blob in rows:
-            score = prefilter_score(mine, load_arrays(blob)) if blob else None
-            scored.append((score if score is not None else -1.0, spec, meta))
+        scores = rank_prefilters(mine, [load_arrays(blob) if blob else {} for _, _, blob in rows])
+        scored = [(score if score is not None else -1.0, spec, meta) for score, (spec, meta, _) in zip(scores, rows)]
         scored.sort(key=lambda s: (-s[0], s[1]))
         ranked = time.perf_counter()
         chosen = [s for s in scored[: request.top]]
