@@ -48,13 +48,17 @@ def bench_replicas(read: str | None = None) -> dict:
             source = open_model(repo, options)
             weights = ModelWeights.of("model", source)
             probes = sketch.select_probes(read_vocabulary(source))
-            planned = sketch.planned_bytes(weights, sketch.row_plan(weights), len(probes))
+            plan = sketch.row_plan(weights)
+            planned = sketch.planned_bytes(weights, plan, len(probes))
+            requests = _planned_requests(source, weights, plan, probes)
             checkpoint = sum(f.size or 0 for f in source.provenance.files.values())
             figures[repo] = {"planned_bytes": planned, "checkpoint_bytes": checkpoint,
                              "planned_percent": round(100 * planned / checkpoint, 4),
                              "stored_bytes_formula": stored_size(len(weights.layers), weights.hidden or 0,
                                                                  len(probes)),
-                             "probes": len(probes), "layers": len(weights.layers)}
+                             "probes": len(probes), "layers": len(weights.layers),
+                             "range_requests_planned": requests,
+                             "weight_files": len({r.file for r in source.tensors.values()})}
             if read == repo:
                 server.reset_stats()
                 started = time.perf_counter()
@@ -65,6 +69,21 @@ def bench_replicas(read: str | None = None) -> dict:
                                      seconds=round(time.perf_counter() - started, 1),
                                      stored_bytes=len(fp.to_entry().data) + len(fp.to_entry().prefilter))
     return figures
+
+
+def _planned_requests(source, weights, plan: dict, probes: list) -> int:
+    """Range requests the read plan makes after coalescing (shard headers not counted: one or two per shard)."""
+    from solarforensics.sources.ranges import plan_spans
+
+    ranges = []
+    for name, rows in plan.items():
+        ref = source.ref(name)
+        width = ref.nbytes // ref.shape[0]
+        ranges.append((ref.file, ref.start + rows[0] * width, ref.start + (rows[-1] + 1) * width))
+    embed = source.ref(weights.stored_name("embed", None))
+    width = embed.nbytes // embed.shape[0]
+    ranges += [(embed.file, embed.start + p[2] * width, embed.start + (p[2] + 1) * width) for p in probes]
+    return len(plan_spans(sorted(set(ranges)), source.max_gap, source.max_span))
 
 
 def synthetic(spec: str, layers: int, seed: int) -> Fingerprint:

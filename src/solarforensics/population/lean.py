@@ -130,7 +130,7 @@ def unit_test(a: View, b: View, ia: torch.Tensor, ib: torch.Tensor, layer_pairs:
     if "units.gate" not in a.a or "units.gate" not in b.a or len(ia) < MIN_COMMON:
         return {"name": name, "applicable": False, "notes": "no MLP units in both fingerprints or too few probes"}
     wa, wb = a.whitener(ia), b.whitener(ib)
-    logs, rhos, used = [], [], set()
+    logs, rhos, matched, used = [], [], [], set()
     for layer_a, layer_b in layer_pairs:
         if layer_b in used:
             continue  # each layer of B once: one symmetry, one p-value
@@ -139,15 +139,18 @@ def unit_test(a: View, b: View, ia: torch.Tensor, ib: torch.Tensor, layer_pairs:
         ub = _units(b, b.layers.index(layer_b), ib, wb)
         if ua is None or ub is None:
             continue
-        rows, cols = _assign_unbiased(_cosine(ua, ub), len(used))
+        similarity = _cosine(ua, ub)
+        rows, cols = _assign_unbiased(similarity, len(used))
         test = rank_test(rows.tolist(), cols.tolist())
         if test.log10_p_value is not None:
             logs.append(test.log10_p_value)
             rhos.append(test.rho)
+            matched.append(float(similarity[rows, cols].mean()))
     if not logs:
         return {"name": name, "applicable": False, "notes": "no paired layer with MLP units in both"}
     p, log10_p = fisher_combine(logs, log10=True)
     return {"name": name, "applicable": True, "statistic": sum(rhos) / len(rhos), "p_value": p,
+            "matched_cosine": sum(matched) / len(matched),
             "log10_p_value": log10_p, "layers": len(logs),
             "notes": f"leading MLP units matched in whitened token coordinates; Spearman of the matching vs the "
                      f"identity over {len(logs)} layer(s), Fisher-combined (exact null: independent unit orders)"}

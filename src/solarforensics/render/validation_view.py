@@ -13,6 +13,8 @@ VERDICT_COLUMNS = ("derived", "independent", "inconclusive")
 
 def validation_blocks(doc: dict) -> list[Block]:
     """Rates first, then the confusion matrices, AUCs and plots, thresholds, and the pair table."""
+    if isinstance(doc.get("lineage"), dict):
+        return lineage_validation_blocks(doc)
     blocks: list[Block] = []
     statements = (doc.get("summary") or {}).get("statements") or []
     if statements:
@@ -126,3 +128,37 @@ def pvalue_png(doc: dict) -> bytes:
     axes.set_ylabel("pairs")
     axes.legend(fontsize=8)
     return plots._png(figure)
+
+
+LINEAGE_FIGURES = (("top-1 parent", "top1_parent_accuracy"), ("edge precision", "edge_precision"),
+                   ("edge recall", "edge_recall"), ("edge F1", "edge_f1"), ("family ARI", "family_ari"),
+                   ("false positives", "false_positives"), ("independent pairs", "independent_pairs"))
+
+
+def lineage_validation_blocks(doc: dict) -> list[Block]:
+    """A forest: lineage figures beside the card-only and modeldna baselines, the targets, and the edges found."""
+    blocks: list[Block] = []
+    statements = (doc.get("summary") or {}).get("statements") or []
+    if statements:
+        blocks.append(Bullets("What the forest says", [str(s) for s in statements]))
+    columns = {"solarforensics": doc["lineage"]}
+    for name, report in (doc.get("baselines") or {}).items():
+        if isinstance(report, dict) and "edge_f1" in report:
+            columns[f"{name} (baseline)"] = report
+    rows = [[label, *[fmt_value(r.get(key)) if not isinstance(r.get(key), float) else fmt_num(r.get(key))
+                      for r in columns.values()]] for label, key in LINEAGE_FIGURES]
+    rows.append(["FPR 95% CI", *[_ci(r.get("fpr_ci95")) for r in columns.values()]])
+    blocks.append(Table("Lineage recovery", ["figure", *columns], rows, [False, *[True] * len(columns)]))
+    targets = doc.get("targets") or {}
+    blocks.append(Facts("Issue 17 targets met", [(str(k), fmt_value(v)) for k, v in targets.items()]))
+    per_op = (doc["lineage"].get("per_op") or {})
+    blocks.append(Table("Parent recovered, by operation", ["op", "models", "correct"],
+                        [[op, fmt_value(v.get("models")), fmt_value(v.get("correct"))] for op, v in per_op.items()
+                         if isinstance(v, dict)], [False, True, True]))
+    return blocks
+
+
+def _ci(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"{100 * value[0]:.2f}-{100 * value[1]:.2f}%"
+    return MISSING

@@ -11,6 +11,7 @@ from solarforensics.render.compare_view import compare_blocks
 from solarforensics.render.evidence_view import arch_blocks, license_blocks, tokenizer_blocks
 from solarforensics.render.formatting import MISSING, fmt_bytes, fmt_count, fmt_int, fmt_num, fmt_seconds, fmt_value
 from solarforensics.render.generic_view import generic_blocks
+from solarforensics.render.population_view import lineage_blocks, scan_blocks
 from solarforensics.render.provenance_view import provenance_blocks
 from solarforensics.render.repo_view import code_blocks, history_blocks
 from solarforensics.render.validation_view import validation_blocks
@@ -26,7 +27,8 @@ def build_report(doc: Any, index: int = 1) -> Report:
     kind_builders = {"compare": compare_blocks, "matrix": matrix_blocks, "inspect": inspect_blocks,
                      "provenance": provenance_blocks, "arch": arch_blocks, "tokenizer": tokenizer_blocks,
                      "license": license_blocks, "case": case_blocks, "validation": validation_blocks,
-                     "history": history_blocks, "code": code_blocks}
+                     "history": history_blocks, "code": code_blocks, "scan": scan_blocks,
+                     "lineage": lineage_blocks}
     builder = kind_builders.get(kind, generic_blocks)
     try:
         body = builder(doc)
