@@ -136,3 +136,15 @@ def test_fingerprinting_on_a_local_ray_cluster_writes_the_index_from_the_driver(
     assert doc["runner"] == "ray" and doc["ray_address"] == "local"
     assert [r["status"] for r in doc["fingerprints"]] == ["new", "new", "new"]
     assert run_json(cli, "index", "list", "--index", index)["fingerprints"][0]["model"] == "acme/base"
+
+
+@pytest.mark.slow
+def test_validate_lineage_scores_a_micro_forest_against_its_truth(cli, tmp_path):
+    zoo = tmp_path / "forest"
+    assert cli("zoo", "build", zoo, "--forest", "--size", "micro", "--seed", "3")[0] == 0
+    doc = run_json(cli, "validate", "--zoo", zoo, "--lineage", "--no-peer", "--out", tmp_path / "v.json")
+    report = doc["lineage"]
+    assert doc["kind"] == "validation" and report["independent_pairs"] >= 1000
+    assert set(doc["targets"]) >= {"top1_parent_accuracy", "edge_f1", "family_ari", "fpr_ci95_upper"}
+    assert 0 <= report["fpr"] <= 1 and len(report["fpr_ci95"]) == 2
+    assert doc["baselines"]["cards"]["edge_f1"] is not None
