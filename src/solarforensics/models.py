@@ -75,3 +75,19 @@ def check_memory(nbytes: int, hint: str) -> None:
                   f"{int(100 * MEMORY_SHARE)}% of this machine's RAM; $SOLARFORENSICS_MAX_MEMORY changes it")
         raise BudgetError(f"this would hold {nbytes:,} bytes of tensors in memory at once, over the limit of "
                           f"{limit:,} ({origin})", hint)
+
+
+def source_identity(source: TensorSource) -> tuple:
+    """What makes two opened sources the same bytes: Hub endpoint, repo, commit and files, or the resolved path."""
+    p = source.provenance
+    files = tuple(sorted({ref.file for ref in source.tensors.values()}))
+    return (p.kind, p.endpoint, p.repo, p.resolved_commit, p.path, files)
+
+
+def same_source_warning(a: TensorSource, b: TensorSource, name_a: str, name_b: str) -> str | None:
+    """A warning when both sides of a comparison are one source: every test then finds 'a copy' by construction."""
+    if source_identity(a) != source_identity(b):
+        return None
+    where = a.provenance.path or f"{a.provenance.repo}@{(a.provenance.resolved_commit or '')[:12]}"
+    return (f"{name_a} and {name_b} are the same source ({where}): every score compares the model with itself, so "
+            "identical tensors and a 'derived' verdict say nothing; compare two different models")

@@ -82,7 +82,7 @@ def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dic
     wanted: dict[str, set[str]] = {}
     if kind == "matrix":
         for role in step["models"]:
-            selected = select_tensors(sources[role], step["tensors"]).selected
+            selected = select_tensors(sources[role], step["tensors"], allow_empty=True).selected
             wanted.setdefault(role, set()).update(s.name for s in selected)
     else:
         a, b, control = step["a"], step["b"], step.get("control")
