@@ -1,5 +1,19 @@
 """One exception hierarchy. Every user-facing failure is a ForensicsError with a one-line message."""
 
+import re
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@")
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s'\"<>?#]*)\?[^\s'\"<>#]*")
+_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{10,}")
+
+
+def redact(text: str) -> str:
+    """`text` without what must never be shown: credentials inside URLs (`user:pass@`), URL query strings (a signed CDN
+    URL carries its signature there) and anything shaped like a Hub token."""
+    text = _URL_USERINFO.sub(r"\1", text)
+    text = _URL_QUERY.sub(r"\1?…", text)
+    return _HF_TOKEN.sub("***", text)
+
 
 class ForensicsError(Exception):
     """A failure the user can act on; the CLI prints `message` (and `hint`) on one line and exits non-zero."""
@@ -13,7 +27,7 @@ class ForensicsError(Exception):
 
     def one_line(self) -> str:
         text = self.message if not self.hint else f"{self.message} ({self.hint})"
-        return " ".join(text.split())
+        return " ".join(redact(text).split())
 
 
 class SpecError(ForensicsError):

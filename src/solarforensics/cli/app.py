@@ -1,5 +1,6 @@
 """The Typer app, its sub-apps, consoles and the few helpers every command shares. Command modules register on it."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 
 from solarforensics import __version__
+from solarforensics.errors import redact
 from solarforensics.models import OpenOptions
 
 app = typer.Typer(
@@ -53,6 +55,26 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Redacting(logging.Filter):
+    """Log records lose URL credentials, URL query strings (CDN signatures) and token-shaped text before printing:
+    huggingface_hub's debug log writes every request's URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+_REDACTING = _Redacting()
+
+
+def redact_logs() -> None:
+    """Put the redacting filter on every handler that prints huggingface_hub's records (its own and the root's)."""
+    for logger in (logging.getLogger("huggingface_hub"), logging.getLogger()):
+        for handler in logger.handlers:
+            if _REDACTING not in handler.filters:
+                handler.addFilter(_REDACTING)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -64,6 +86,7 @@ def _root(
 
     if not debug and hf_logging.get_verbosity() == hf_logging.WARNING:  # its default: retry chatter buries our one line
         hf_logging.set_verbosity_error()
+    redact_logs()
 
 
 def finish(kind: str, fields: dict, path: Path, as_json: bool) -> Path:

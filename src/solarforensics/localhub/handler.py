@@ -185,7 +185,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HttpError(int(kind), None, f"injected fault {kind}", extra)
         if redirect:
             expires = int(time.time()) + 3600
-            location = f"{hub.cdn_url}/cdn/{repo_id}/{commit.sha}/{quote(file.path)}?Expires={expires}&Signature=fake"
+            location = f"{hub.cdn_url}/cdn/{repo_id}/{commit.sha}/{quote(file.path)}?Expires={expires}&Signature={hub.signature}"
             return self._send(302, {**headers, "Location": location}, b"", head=method == "HEAD")
         span = None if kind == "ignore-range" else byte_range(self.headers.get("Range"), file.size)
         if kind == "wrong-range":

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
-from solarforensics.errors import ResultsError
+from solarforensics.errors import ResultsError, redact
 
 SCHEMA_VERSION = 1
 KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license",
@@ -52,7 +52,6 @@ PROVENANCE_TEST_KEYS = ("name", "applicable", "statistic", "null", "p_value", "l
 VERDICTS = ("derived", "independent", "inconclusive")
 
 _SECRET_OPTIONS = ("--token", "--hf-token")
-_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{10,}")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -92,7 +91,7 @@ def scrub_argv(argv: Sequence[str]) -> list[str]:
                 scrubbed.append(arg)
                 hide_next = True
             continue
-        scrubbed.append(_HF_TOKEN.sub("***", arg))
+        scrubbed.append(redact(arg))
     return scrubbed
 
 

@@ -5,11 +5,13 @@ two versions. Every ranged answer must be a 206 whose Content-Range and length a
 file's ETag must not change between reads: anything else stops the run with one clear line, never wrong bytes.
 """
 
+import base64
 import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx2
 from huggingface_hub import HfApi, get_token, hf_hub_url
@@ -67,6 +69,17 @@ def hub_errors(repo: str, revision: str | None, endpoint: str):
         ) from None
 
 
+def split_credentials(endpoint: str) -> tuple[str, str | None]:
+    """(the endpoint without `user:pass@`, a Basic Authorization value for them or None)."""
+    parts = urlsplit(endpoint.strip().rstrip("/"))
+    if "@" not in parts.netloc:
+        return urlunsplit(parts), None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {basic}"
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else ""
@@ -91,11 +104,16 @@ class HubSource(TensorSource):
             raise SpecError(f"{repo!r} is not a Hub repo id (expected owner/name)")
         self.repo, self.name = repo, repo
         self.spec = spec or repo
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        # Credentials written into the endpoint (http://user:pass@host) leave the URL for a Basic Authorization
+        # header, as httpx would send them: the URL that is logged, recorded and shown in errors then holds none.
+        self.endpoint, basic = split_credentials(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
         token = token if token is not None else get_token()
         # The token lives only in these headers: never in URLs, logs, errors or results.
-        self._headers = build_hf_headers(token=token or False, library_name="solarforensics", library_version=__version__)
-        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics")
+        extra = {"authorization": basic} if basic else None
+        self._headers = build_hf_headers(token=token or False, library_name="solarforensics",
+                                         library_version=__version__, headers=extra)
+        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics",
+                          library_version=__version__, headers=extra)
         if max_gap is not None:
             self.max_gap = max_gap
         if workers is not None:
@@ -131,6 +149,10 @@ class HubSource(TensorSource):
 
     def list_files(self) -> list[str]:
         return sorted(self._sizes)
+
+    def file_sizes(self) -> dict[str, int]:
+        """Every file of the repo at the pinned commit with its size, as the listing gave them (no request)."""
+        return {name: size or 0 for name, size in self._sizes.items()}
 
     # -- headers ---------------------------------------------------------------------------------------------------
 
