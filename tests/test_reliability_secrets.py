@@ -5,6 +5,7 @@ traceback, and is never sent to the CDN a weight file redirects to."""
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -40,7 +41,7 @@ def server_root(tmp_path, checkpoints):
     for name in ("a", "b"):
         (root / "acme" / name).mkdir(parents=True)
         for file in (checkpoints / name).iterdir():
-            (root / "acme" / name / file.name).symlink_to(file)
+            shutil.copy(file, root / "acme" / name / file.name)
     (root / "acme" / "a" / ".hub.json").write_text(json.dumps({"gated": True, "tokens": [TOKEN]}))
     return root
 

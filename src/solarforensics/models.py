@@ -7,7 +7,7 @@ from pathlib import Path
 
 from solarforensics.errors import BudgetError, SpecError
 from solarforensics.sources.base import TensorSource
-from solarforensics.sources.spec import open_source
+from solarforensics.sources.spec import local_path, open_source
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def open_model(spec: str, options: OpenOptions | None = None) -> TensorSource:
     from solarforensics.families.aliases import expand_alias
 
     options = options or OpenOptions()
-    local = spec and Path(spec).expanduser().exists()  # a folder named like an alias is the folder
+    local = spec and local_path(spec).exists()  # a folder named like an alias is the folder
     return open_source(
         spec if local or not spec.strip() else expand_alias(spec),
         endpoint=options.endpoint,

@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from solarforensics import __version__
-from solarforensics.errors import redact
+from solarforensics.errors import inert, redact
 from solarforensics.models import OpenOptions
+from solarforensics.sources.settings import check_environment
 
 app = typer.Typer(
     name="solarforensics",
@@ -29,10 +31,28 @@ app.add_typer(families_app, name="families")
 app.add_typer(bench_app, name="bench")
 
 
+class _InertConsole(Console):
+    """Prints strings and Text made inert: paths, step names and messages can carry text that came from a model, and
+    no character of it may act on the terminal (the report blocks are made inert where they are built)."""
+
+    def print(self, *objects, **kwargs) -> None:
+        super().print(*(_inert_object(o) for o in objects), **kwargs)
+
+
+def _inert_object(value):
+    if isinstance(value, str):
+        return inert(value)
+    if isinstance(value, Text):
+        safe = value.copy()
+        safe.plain = inert(value.plain)  # same length: the styles stay where they were
+        return safe
+    return value
+
+
 def _console(stderr: bool = False) -> Console:
     # Piped output gets a wide page instead of Rich's 80 columns, so tables stay readable in files and CI logs.
-    probe = Console(stderr=stderr)
-    return probe if probe.is_terminal or "COLUMNS" in os.environ else Console(stderr=stderr, width=140)
+    probe = _InertConsole(stderr=stderr)
+    return probe if probe.is_terminal or "COLUMNS" in os.environ else _InertConsole(stderr=stderr, width=140)
 
 
 out = _console()
@@ -87,6 +107,7 @@ def _root(
     if not debug and hf_logging.get_verbosity() == hf_logging.WARNING:  # its default: retry chatter buries our one line
         hf_logging.set_verbosity_error()
     redact_logs()
+    check_environment()
 
 
 def finish(kind: str, fields: dict, path: Path, as_json: bool) -> Path:

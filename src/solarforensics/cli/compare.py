@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from solarforensics.cli.app import app, finish, options, out, print_json
-from solarforensics.cli.options import Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Workers
+from solarforensics.cli.options import (
+    Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Seed, Workers, announce_permutations, permutations_option,
+)
 from solarforensics.cli.progress import byte_progress
 from solarforensics.errors import SpecError
 from solarforensics.results.document import default_out_path, slugify
@@ -37,8 +39,8 @@ def compare(
     layers: Annotated[str, typer.Option("--layers", help="same: pair equal layer indices; all-pairs: the full L_A x L_B matrix.")] = "same",
     control: Annotated[str | None, typer.Option("--control", help="A third model compared with both.", show_default=False)] = None,
     truncate: Annotated[bool, typer.Option("--truncate", help="Compare the common leading block of different shapes.")] = False,
-    permutations: Annotated[int, typer.Option("--permutations", help="Shuffle-null permutations.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    permutations: Annotated[int, permutations_option("Shuffle-null permutations", 1000)] = 1000,
+    seed: Seed = 0,
     device: Device = "auto",
     out_file: OutFile = None,
     as_json: JsonOut = False,
@@ -50,6 +52,7 @@ def compare(
     """Per-layer raw cosine, centered cosine, MAD, rel L2, equal bytes and shuffle p, with baselines and nulls."""
     from solarforensics.comparison.compare import CompareRequest, compare_models
 
+    announce_permutations(permutations, 1000)
     request = CompareRequest(a, b, tensors, layers, control, device, truncate, permutations, seed)
     with byte_progress(not as_json) as progress:
         fields = compare_models(request, options(endpoint, no_cache, workers, max_gap), progress)

@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Importing a command module registers its commands on the app.
 from solarforensics.cli import compare, catalog, evidence, provenance, population, tools, case, zoo  # noqa: F401, I001 (order = order in --help)
 from solarforensics.cli.app import app, err
-from solarforensics.errors import ForensicsError, redact
+from solarforensics.errors import ForensicsError, inert, redact
 
 
 def _message(error: BaseException) -> tuple[str, int]:
@@ -37,7 +37,7 @@ def main() -> None:
         if "--debug" in sys.argv:
             raise
         message, code = _message(error)
-        err.print(f"solarforensics: error: {redact(message)}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"solarforensics: error: {inert(redact(message))}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(code)
     except KeyboardInterrupt:
         err.print("solarforensics: interrupted", highlight=False)

@@ -13,6 +13,7 @@ from solarforensics.cli.options import (
     MaxGap,
     NoCache,
     OutFile,
+    Seed,
     Thresholds,
     Workers,
 )
@@ -38,7 +39,7 @@ def provenance(
                                                        "cka, cka-q, matching, corroborative.")] = "all",
     budget_bytes: BudgetBytes = None,
     device: Device = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    seed: Seed = 0,
     thresholds: Thresholds = None,
     out_file: OutFile = None,
     as_json: JsonOut = False,

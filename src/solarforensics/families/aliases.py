@@ -35,7 +35,10 @@ def user_models_path() -> Path:
     """$SOLARFORENSICS_MODELS, else $XDG_CONFIG_HOME/solarforensics/models.toml (default ~/.config/...)."""
     explicit = os.environ.get("SOLARFORENSICS_MODELS")
     if explicit:
-        return Path(explicit).expanduser()
+        try:
+            return Path(explicit).expanduser()
+        except RuntimeError:  # ~user of no such user
+            return Path(explicit)
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "solarforensics" / "models.toml"
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
-from solarforensics.errors import ResultsError, redact
+from solarforensics.errors import UNSAFE_FOR_TERMINALS, ResultsError, redact
 
 SCHEMA_VERSION = 1
 KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license",
@@ -52,6 +52,7 @@ PROVENANCE_TEST_KEYS = ("name", "applicable", "statistic", "null", "p_value", "l
 VERDICTS = ("derived", "independent", "inconclusive")
 
 _SECRET_OPTIONS = ("--token", "--hf-token")
+_JSON_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in UNSAFE_FOR_TERMINALS if ord(c) >= 0x20}
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -143,8 +144,11 @@ def to_json_value(value: Any, where: str = "document") -> Any:
 
 
 def dumps_document(doc: dict) -> str:
-    """The document as the JSON text `write_document` writes (also for `--json`)."""
-    return json.dumps(to_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The document as the JSON text `write_document` writes (also for `--json`). JSON escapes C0 controls itself;
+    the other characters a terminal acts on (C1 controls, DEL, bidi overrides) are written as \\u escapes too, so
+    printing the JSON, or `cat`-ing the file, shows them instead of obeying them. The data is unchanged."""
+    text = json.dumps(to_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return text.translate(_JSON_ESCAPES)
 
 
 def protected_dirs() -> list[Path]:
@@ -154,7 +158,7 @@ def protected_dirs() -> list[Path]:
     cache_home = Path(env("XDG_CACHE_HOME") or Path.home() / ".cache")
     dirs = [env("SOLARFORENSICS_CACHE"), env("HF_HOME") or cache_home / "huggingface", env("HF_HUB_CACHE"),
             env("HUGGINGFACE_HUB_CACHE"), cache_home / "solarforensics"]
-    return [Path(d).expanduser().resolve() for d in dirs if d]
+    return [_expanded(Path(d)).resolve() for d in dirs if d]
 
 
 def check_output_path(path: Path) -> Path:
@@ -162,12 +166,19 @@ def check_output_path(path: Path) -> Path:
     path = Path(path)
     if path.name in ("", ".", "..") or "\x00" in str(path):
         raise ResultsError(f"cannot write {str(path)!r}: not a file name")
-    resolved = path.expanduser().resolve()
+    resolved = _expanded(path).resolve()
     for cache in protected_dirs():
         if resolved == cache or cache in resolved.parents:
             raise ResultsError(f"refusing to write {path} inside the cache {cache}",
                                "choose an output path outside the caches (see --out)")
     return path
+
+
+def _expanded(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError:  # ~user of no such user: the path as typed
+        return path
 
 
 def path_inside(directory: Path, name: str) -> Path:

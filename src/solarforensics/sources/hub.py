@@ -16,18 +16,20 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx2
 from huggingface_hub import HfApi, get_token, hf_hub_url
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff, validate_repo_id
 
 from solarforensics import __version__
-from solarforensics.errors import AccessError, FormatError, NotFoundError, SpecError, TransferError
+from solarforensics.errors import AccessError, FormatError, NotFoundError, SpecError, TransferError, redact
 from solarforensics.sources.base import FileRecord, Provenance, TensorSource
 from solarforensics.sources.cache import RangeCache
 from solarforensics.sources.layout import check_index, merge_headers, weight_files
 from solarforensics.sources.safetensors_format import header_length, parse_header
+from solarforensics.sources.settings import setting
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-TIMEOUT_S = float(os.environ.get("SOLARFORENSICS_TIMEOUT", 60))
-HTTP_RETRIES = int(os.environ.get("SOLARFORENSICS_RETRIES", 5))  # for 429/5xx/connection errors (huggingface_hub's backoff)
+TIMEOUT_S = setting("SOLARFORENSICS_TIMEOUT")
+HTTP_RETRIES = setting("SOLARFORENSICS_RETRIES")  # for 429/5xx/connection errors (huggingface_hub's backoff)
 BODY_ATTEMPTS = 4  # for bodies cut short or ranges answered wrongly: the whole range is asked again
 MIN_HEADER_PROBE = 4096
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -54,6 +56,8 @@ def hub_errors(repo: str, revision: str | None, endpoint: str):
         raise NotFoundError(f"a file was not found in {repo}: {_first_line(err)}") from None
     except hf_errors.DisabledRepoError:
         raise AccessError(f"{repo} is disabled on the Hub") from None
+    except HFValidationError as err:
+        raise SpecError(f"huggingface_hub refused a name for {repo}: {_first_line(err)}") from None
     except hf_errors.OfflineModeIsEnabled:
         raise TransferError(f"cannot read {repo}: HF_HUB_OFFLINE is set", "unset it to read from the Hub") from None
     except hf_errors.HfHubHTTPError as err:
@@ -69,9 +73,28 @@ def hub_errors(repo: str, revision: str | None, endpoint: str):
         ) from None
 
 
+def check_repo_id(repo: str) -> None:
+    """A SpecError unless `repo` is an owner/name that huggingface_hub accepts (no `..` or `--`, names of at most 96
+    characters, ...): it would refuse it later, deep inside a request."""
+    if not _REPO_ID.match(repo):
+        raise SpecError(f"{repo[:120]!r} is not a Hub repo id (expected owner/name)")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as err:
+        raise SpecError(f"{repo[:120]!r} is not a valid Hub repo id: {_first_line(err)}") from None
+
+
 def split_credentials(endpoint: str) -> tuple[str, str | None]:
-    """(the endpoint without `user:pass@`, a Basic Authorization value for them or None)."""
-    parts = urlsplit(endpoint.strip().rstrip("/"))
+    """(the endpoint without `user:pass@`, a Basic Authorization value for them or None); a SpecError for anything
+    that is not an http(s) URL."""
+    try:
+        parts = urlsplit(endpoint.strip().rstrip("/"))
+        parts.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises here
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(f"endpoint {redact(endpoint)[:120]!r} is not an http(s) URL",
+                        "give --endpoint or HF_ENDPOINT as http(s)://host[:port]")
     if "@" not in parts.netloc:
         return urlunsplit(parts), None
     userinfo, _, host = parts.netloc.rpartition("@")
@@ -100,8 +123,7 @@ class HubSource(TensorSource):
         max_gap: int | None = None,
         workers: int | None = None,
     ):
-        if not _REPO_ID.match(repo):
-            raise SpecError(f"{repo!r} is not a Hub repo id (expected owner/name)")
+        check_repo_id(repo)
         self.repo, self.name = repo, repo
         self.spec = spec or repo
         # Credentials written into the endpoint (http://user:pass@host) leave the URL for a Basic Authorization

@@ -1,14 +1,15 @@
 """Byte ranges: coalesce the spans of the selected tensors into few requests, fetch them concurrently, split them back."""
 
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-DEFAULT_MAX_GAP = int(os.environ.get("SOLARFORENSICS_MAX_GAP", 1 << 20))  # read through gaps up to 1 MiB
-DEFAULT_MAX_SPAN = int(os.environ.get("SOLARFORENSICS_MAX_SPAN", 64 << 20))  # but keep each request under 64 MiB
-DEFAULT_OVERREAD = float(os.environ.get("SOLARFORENSICS_OVERREAD", 0.02))  # read at most 2% extra bytes in gaps
-DEFAULT_WORKERS = int(os.environ.get("SOLARFORENSICS_WORKERS", 16))
+from solarforensics.sources.settings import setting
+
+DEFAULT_MAX_GAP = setting("SOLARFORENSICS_MAX_GAP")  # read through gaps up to 1 MiB
+DEFAULT_MAX_SPAN = setting("SOLARFORENSICS_MAX_SPAN")  # but keep each request under 64 MiB
+DEFAULT_OVERREAD = setting("SOLARFORENSICS_OVERREAD")  # read at most 2% extra bytes in gaps
+DEFAULT_WORKERS = setting("SOLARFORENSICS_WORKERS")
 
 
 @dataclass
