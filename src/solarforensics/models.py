@@ -1,12 +1,12 @@
 """Opening models for an analysis: aliases expanded, sources opened with the run's options."""
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from solarforensics.errors import BudgetError, SpecError
 from solarforensics.sources.base import TensorSource
+from solarforensics.sources.interrupt import worker_pool
 from solarforensics.sources.spec import local_path, open_source
 
 
@@ -41,7 +41,7 @@ def open_model(spec: str, options: OpenOptions | None = None) -> TensorSource:
 
 def open_models(specs: list[str], options: OpenOptions | None = None) -> list[TensorSource]:
     """Open several models at once: resolving revisions and reading headers are round trips worth overlapping."""
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(specs)))) as pool:
+    with worker_pool(min(8, len(specs))) as pool:
         return list(pool.map(lambda spec: open_model(spec, options), specs))
 
 

@@ -6,7 +6,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from solarforensics.metrics.nulls import shuffle_nulls
 from solarforensics.metrics.similarity import pair_stats
 from solarforensics.metrics.stats import summarize
 from solarforensics.models import OpenOptions, check_memory, open_model, open_models, same_source_warning
+from solarforensics.sources.interrupt import worker_pool
 
 SHUFFLE_WORK = 2e8  # element-operations allowed per tensor for its own shuffle null: vectors get all permutations
 MIN_ROW_PERMUTATIONS = 99
@@ -127,7 +127,7 @@ def _read_all(source_a, source_b, pairs, planned: int, progress: Progress | None
                 progress("fetch", done[0], planned)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with worker_pool(2) as pool:
         future_a = pool.submit(source_a.read_tensors, [a.name for a, _ in pairs], tick)
         future_b = pool.submit(source_b.read_tensors, [b.name for _, b in pairs], tick)
         tensors_a, tensors_b = future_a.result(), future_b.result()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from solarforensics.provenance.battery.layer_alignment import align_layers
 from solarforensics.provenance.battery.residual_alignment import Alignment
 from solarforensics.provenance.verdict import decide, load_thresholds
 from solarforensics.provenance.weights import NORMS, ModelWeights, not_applicable, proportional_pairs
+from solarforensics.sources.interrupt import worker_pool
 
 TESTS = ("identity", "norm-gains", "residual-alignment", "cka", "cka-q", "matching", "corroborative")
 NEEDS = {"cka": ("residual-alignment",), "cka-q": ("residual-alignment",), "matching": ("residual-alignment",)}
@@ -203,7 +203,7 @@ def _read(a: ModelWeights, b: ModelWeights, plan: dict, token_ids, progress: Pro
             tick(w.embed_rows.numel() * w.embed_rows.element_size())
 
     ids_a, ids_b = token_ids if token_ids else (None, None)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with worker_pool(2) as pool:
         futures = [pool.submit(one, a, plan["names_a"], ids_a), pool.submit(one, b, plan["names_b"], ids_b)]
         for future in futures:
             future.result()
