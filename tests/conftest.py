@@ -32,7 +32,7 @@ def isolated_env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     _point_hf_cache_at(monkeypatch, tmp_path / "hf_home")
     # main() leaves the process without waiting for a worker stuck after Ctrl-C; here the process is pytest's.
-    monkeypatch.setattr("solarforensics.cli.main.HARD_EXIT", False)
+    monkeypatch.setattr("solarforensics.cli.main.HARD_EXIT", False, raising=False)
 
 
 @pytest.fixture

@@ -121,5 +121,5 @@ def finish(kind: str, fields: dict, path: Path, as_json: bool) -> Path:
         print_json(doc)
     else:
         render_terminal(doc, out)
-        out.print(f"results: {path}")
+        out.print(f"results: {path}", soft_wrap=True, highlight=False, markup=False)  # one line, to copy
     return path

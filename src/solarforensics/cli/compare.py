@@ -12,7 +12,7 @@ from solarforensics.cli.options import (
 )
 from solarforensics.cli.progress import byte_progress
 from solarforensics.errors import SpecError
-from solarforensics.results.document import default_out_path, slugify
+from solarforensics.results.document import results_path, slugify
 
 
 @app.command()
@@ -53,10 +53,11 @@ def compare(
     from solarforensics.comparison.compare import CompareRequest, compare_models
 
     announce_permutations(permutations, 1000)
+    path = results_path(out_file, "compare", [a, b], [tensors])
     request = CompareRequest(a, b, tensors, layers, control, device, truncate, permutations, seed)
     with byte_progress(not as_json) as progress:
         fields = compare_models(request, options(endpoint, no_cache, workers, max_gap), progress)
-    finish("compare", fields, out_file or default_out_path("compare", [a, b], [tensors]), as_json)
+    finish("compare", fields, path, as_json)
 
 
 @app.command()
@@ -74,8 +75,9 @@ def matrix(
     from solarforensics.render.plots import matrix_heatmap
 
     names = parse_models(models)
+    path = results_path(out_file, "matrix", names, [tensors])
     fields = matrix_models(names, tensors, options(endpoint, no_cache), device)
-    path = finish("matrix", fields, out_file or default_out_path("matrix", names, [tensors]), as_json)
+    finish("matrix", fields, path, as_json)
     for group in fields["groups"]:
         figure = matrix_heatmap(fields, group, "pearson", path.with_name(f"{path.stem}-{slugify(group)}.png"))
         if not as_json:

@@ -10,7 +10,7 @@ import typer
 from solarforensics.cli.app import app, err, finish
 from solarforensics.cli.options import JsonOut, OutFile, Seed, Thresholds, announce_permutations, permutations_option
 from solarforensics.errors import NotFoundError
-from solarforensics.results.document import default_out_path
+from solarforensics.results.document import results_path
 
 zoo_app = typer.Typer(help="The ground-truth zoo: tiny models trained here, with labelled pairs.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -85,7 +85,7 @@ def validate(
     announce_permutations(permutations, 999)
     request = ValidateRequest(str(zoo), seed=seed, permutations=permutations, peer=not no_peer,
                               thresholds=str(thresholds) if thresholds else None, write_thresholds=write_thresholds)
-    out_path = out_file or default_out_path("validation", [zoo.name or "zoo"])
+    out_path = results_path(out_file, "validation", [zoo.name or "zoo"])
     if not via_hub:
         fields = validate_zoo(request)
     else:

@@ -12,7 +12,7 @@ from solarforensics.errors import SpecError
 from solarforensics.localhub.store import RepoFile
 
 STATUS_FAULTS = ("429", "500", "502", "503")
-BODY_FAULTS = ("drop", "truncate", "ignore-range", "wrong-range")
+BODY_FAULTS = ("drop", "truncate", "ignore-range", "wrong-range", "oversize")
 FAULT_KINDS = (*STATUS_FAULTS, *BODY_FAULTS, "change", "slow")
 FAULT_SYNTAX = "KIND[:PATTERN[:COUNT[:KEY=VALUE,...]]]"
 _INVERT = bytes(255 - i for i in range(256))
@@ -29,6 +29,7 @@ class FaultRule:
     retry_after: int = 1  # 429: seconds in Retry-After
     delay_s: float = 3.0  # slow: seconds to wait before answering
     shift: int = 1  # wrong-range: bytes the served range is moved by
+    extra: int = 1 << 20  # oversize: bytes sent (and announced in Content-Length) beyond what was asked
     methods: tuple[str, ...] = ("GET",)
     origin: str | None = None  # "hub" or "cdn" to hit one origin only
     repo: str = "*"  # fnmatch glob on the repo id

@@ -1,5 +1,6 @@
 """The versioned results document: build, scrub, validate, write atomically, read back."""
 
+import hashlib
 import json
 import math
 import os
@@ -308,15 +309,23 @@ def _check_row(row: Any, keys: Sequence[str], where: str) -> list[str]:
     return [f"{where} is missing {', '.join(missing)}"] if missing else []
 
 
-def slugify(name: str) -> str:
-    """A file-name-safe form of a model spec: no '/', no '..', only [A-Za-z0-9._-]."""
+def slugify(name: str, limit: int = 80) -> str:
+    """A file-name-safe form of a model spec: no '/', no '..', only [A-Za-z0-9._-]. A name too long is cut and given
+    a short hash of the whole spec, so two specs differing only at the end keep different names (other lossy
+    replacements are caught when writing: results_path never replaces a different run's results)."""
     text = name.strip()
     if text.startswith("hf:"):
         text = text[3:]
     text = text.strip("/\\").replace("/", "--").replace("\\", "--")
     text = _UNSAFE_NAME_CHARS.sub("-", text)
     text = re.sub(r"\.{2,}", ".", text).strip(".-")
-    return text[:80] or "model"
+    if len(text) <= limit:
+        return text or "model"
+    return f"{text[:limit - 13].rstrip('.-')}-{_short_hash(name)}"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def default_out_path(
@@ -327,7 +336,58 @@ def default_out_path(
     stem = "-vs-".join(names) if kind == "compare" else "-".join([kind, *names])
     if groups:
         stem += "-" + "_".join(slugify(group) for group in groups)
-    return Path(root) / f"{stem[:200]}.json"
+    if len(stem) > 200:  # cut, but never so that two runs share a name: the hash covers the whole stem
+        stem = f"{stem[:187]}-{_short_hash(stem)}"
+    return Path(root) / f"{stem}.json"
+
+
+def results_path(out: Path | None, kind: str, models: Sequence[str], groups: Sequence[str] = ()) -> Path:
+    """Where a run writes its results, checked before any work: `--out` as given, else the default name — or, when a
+    file of that name holds another run's results (other models or groups), the first free `<name>-2`, `-3`, ...:
+    a run never silently replaces a different run's results."""
+    if out is not None:
+        return check_writable(Path(out))
+    base = default_out_path(kind, models, groups)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.stem}-{n}{base.suffix}")
+        if not candidate.exists() or _same_run(candidate, kind, models, groups):
+            return check_writable(candidate)
+    raise ResultsError(f"no free results name beside {base}", "give --out")
+
+
+def _same_run(path: Path, kind: str, models: Sequence[str], groups: Sequence[str]) -> bool:
+    """Whether the results file at `path` came from a run of this kind on these models and groups (as far as the
+    document records them); an unreadable file is never taken for ours."""
+    try:
+        doc = read_document(path)
+    except ResultsError:
+        return False
+    recorded = doc.get("models")
+    if isinstance(recorded, dict):
+        recorded = [recorded.get("a"), recorded.get("b")]
+    if isinstance(recorded, list) and [str(m) for m in recorded] != [str(m) for m in models]:
+        return False
+    wanted = [g.strip() for group in groups for g in str(group).split(",") if g.strip()]
+    return doc.get("kind") == kind and (not wanted or doc.get("groups") == wanted)
+
+
+def check_writable(path: Path) -> Path:
+    """`path`, refused with a ResultsError before any work when a results file cannot be written there: inside a
+    cache, a folder, or in a place where no file can be created (checked by creating and removing a probe)."""
+    path = check_output_path(path)
+    if path.is_dir():
+        raise ResultsError(f"cannot write {path}: it is a folder", "give a file name with --out")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    probe = folder / f".{path.name[:100]}.{secrets.token_hex(6)}.probe.tmp"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc} ({folder})",
+                           "choose a writable place with --out; nothing was read yet") from None
+    return path
 
 
 def _remove_quietly(name: str) -> None:
