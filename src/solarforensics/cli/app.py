@@ -20,12 +20,13 @@ app = typer.Typer(
     help="White-box model-provenance forensics: was one LLM checkpoint derived from another?",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: a flag reads `--json`, not `--json <bool>`
     pretty_exceptions_show_locals=False,  # locals can hold tokens and tensors
     add_completion=False,
 )
-hub_app = typer.Typer(help="The local Hub server: serve checkpoint folders to any Hub client.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks that print figures (never timed tests).", no_args_is_help=True)
-families_app = typer.Typer(help="Model families: tensor-name maps kept as data (configs/families/*.toml).", no_args_is_help=True)
+hub_app = typer.Typer(rich_markup_mode=None, help="The local Hub server: serve checkpoint folders to any Hub client.", no_args_is_help=True)
+bench_app = typer.Typer(rich_markup_mode=None, help="Benchmarks that print figures (never timed tests).", no_args_is_help=True)
+families_app = typer.Typer(rich_markup_mode=None, help="Model families: tensor-name maps kept as data (configs/families/*.toml).", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
 app.add_typer(families_app, name="families")
 app.add_typer(bench_app, name="bench")

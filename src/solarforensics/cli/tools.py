@@ -8,6 +8,11 @@ import typer
 from solarforensics.cli.app import app, bench_app, err, hub_app, out
 from solarforensics.cli.options import Device, MaxGap, Workers
 from solarforensics.errors import ForensicsError
+from solarforensics.localhub.faults import FAULT_HELP, FAULT_SYNTAX, PARAMETER_HELP
+
+FAULTS = (f"Inject a fault, {FAULT_SYNTAX} (repeatable; COUNT -1 = every matching request), e.g. "
+          "429:*.safetensors:2:retry_after=1. Kinds: " + "; ".join(f"{k}: {v}" for k, v in FAULT_HELP.items())
+          + ". Parameters: " + "; ".join(f"{k}: {v}" for k, v in PARAMETER_HELP.items()) + ".")
 
 
 @hub_app.command("serve")
@@ -17,7 +22,7 @@ def hub_serve(
     latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Delay before every answer.")] = 0,
     bandwidth: Annotated[int | None, typer.Option("--bandwidth", min=1, help="Bytes per second per answer.")] = None,
     cdn: Annotated[bool, typer.Option("--cdn", help="Redirect weight files to a second 'CDN' origin.")] = False,
-    fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND[:GLOB[:COUNT]], e.g. 429:*.safetensors:2.")] = None,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help=FAULTS)] = None,
     replicas: Annotated[bool, typer.Option("--replicas", help="Also serve full-scale virtual replicas of Solar, GLM, Phi, INTELLECT-3.")] = False,
 ) -> None:
     """Serve ROOT/owner/name folders (and/or virtual replicas) as Hub model repos on 127.0.0.1 (until Ctrl-C)."""

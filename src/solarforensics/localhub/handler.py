@@ -74,6 +74,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         # Logged before the answer goes out, so a client that has its answer always finds it in the stats.
         self._entry = {"origin": self.server.name, "method": self.command, "path": self.path,
                        "range": self.headers.get("Range"), "auth": "Authorization" in self.headers,
+                       "user_agent": self.headers.get("User-Agent"),
                        "status": status, "bytes": planned_bytes, "kind": self._kind, "fault": self._fault}
         self.server.hub.traffic.record(self._entry)
 
