@@ -9,8 +9,9 @@ import time
 from typing import NoReturn
 
 
-def _interrupted_while_starting(signum, frame) -> None:
-    # Nothing is written while the modules load (torch takes seconds): leave at once, in one line.
+def _leave_at_once(signum, frame) -> None:
+    # While the modules load (torch takes seconds) and once main() is done, nothing is being written: leave at once,
+    # in one line, without a traceback from the interpreter's shutdown.
     os.write(2, b"solarforensics: interrupted\n")
     os._exit(130)
 
@@ -18,7 +19,7 @@ def _interrupted_while_starting(signum, frame) -> None:
 _STARTING = threading.current_thread() is threading.main_thread() and \
     signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if _STARTING:
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    signal.signal(signal.SIGINT, _leave_at_once)
 # Idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning made a 4,096-element dot product take
 # milliseconds instead of microseconds. Set before torch is imported (by the command modules below).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -56,6 +57,25 @@ HARD_EXIT = True
 
 def main() -> None:
     """Entry point. Typer handles usage errors and --help; every other failure becomes one line here."""
+    try:
+        _main()
+    except SystemExit as done:
+        if not HARD_EXIT:
+            raise
+        # The console script leaves as soon as the work is done: the interpreter's teardown (seconds with torch
+        # loaded) would be one more window where a Ctrl-C kills the process without its line.
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if done.code is not None and not isinstance(done.code, int):
+            err.print(str(done.code), highlight=False, markup=False)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        os._exit(code)
+
+
+def _main() -> None:
     sys.argv = population.optional_ray_value(sys.argv)
     CANCEL.clear()
     restore = _catch_sigint()
@@ -76,8 +96,10 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
     finally:
-        if not (CANCEL.is_set() and HARD_EXIT):  # a real process keeps ignoring Ctrl-C while it leaves
+        if not HARD_EXIT:
             restore()
+        elif not CANCEL.is_set() and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _leave_at_once)  # a late Ctrl-C: one line; after a first one, none more
 
 
 def _catch_sigint():
