@@ -85,7 +85,8 @@ def demo(
 def bench_population(
     zoo: Annotated[Path | None, typer.Option("--zoo", help="A zoo folder to crawl threads vs Ray (e.g. a forest).",
                                              show_default=False)] = None,
-    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated latency of the local Hub.")] = 50,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Emulated latency of the local "
+                                                                                  "Hub.")] = 50,
     read: Annotated[str | None, typer.Option("--read", help="Also fingerprint this replica for real (slow: reads "
                                                             "its planned bytes).", show_default=False)] = None,
 ) -> None:

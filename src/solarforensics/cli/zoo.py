@@ -76,7 +76,7 @@ def validate(
     if lineage:
         from solarforensics.validation.lineage import validate_lineage
 
-        out_path = out_file or default_out_path("validation", [zoo.name or "zoo", "lineage"])
+        out_path = results_path(out_file, "validation", [zoo.name or "zoo", "lineage"])
         fields = validate_lineage(zoo, index or out_path.with_suffix(".index.sqlite"), seed=seed, peer=not no_peer,
                                   options=None)
         finish("validation", fields, out_path, as_json)
