@@ -360,8 +360,7 @@ class HubSource(TensorSource):
                         raise FormatError(f"{self.repo}/{filename}: over the {max_bytes:,}-byte limit")
             else:
                 data = self._body(response, size, "the commit lists for it")
-        self.provenance.count(nbytes=len(data))
-        return data
+        return data  # not in bytes_transferred, which counts weight-file bytes (headers and tensors)
 
 
 class _Retry(Exception):
