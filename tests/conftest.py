@@ -31,6 +31,8 @@ def isolated_env(tmp_path, monkeypatch):
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     _point_hf_cache_at(monkeypatch, tmp_path / "hf_home")
+    # main() leaves the process without waiting for a worker stuck after Ctrl-C; here the process is pytest's.
+    monkeypatch.setattr("solarforensics.cli.main.HARD_EXIT", False, raising=False)
 
 
 @pytest.fixture

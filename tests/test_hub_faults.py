@@ -173,7 +173,7 @@ def test_parse_fault_reads_the_cli_syntax():
     ("teapot", "unknown fault kind 'teapot'"),
     ("429:*:many", "bad fault '429:*:many': count 'many' is not a whole number"),
     ("429:*:1:colour=red", "bad fault '429:*:1:colour=red': 'colour=red' is not KEY=VALUE with KEY one of after, "
-                           "retry_after, delay_s, shift, methods, origin, repo"),
+                           "retry_after, delay_s, shift, extra, methods, origin, repo"),
     ("429:*:1:retry_after", "bad fault '429:*:1:retry_after': 'retry_after' is not KEY=VALUE with KEY one of"),
 ])
 def test_parse_fault_rejects_bad_specs_in_one_line(text, message):

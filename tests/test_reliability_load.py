@@ -133,6 +133,7 @@ import numpy, scipy, torch, solarforensics.cli.main as cli
 base = status()
 atexit.register(lambda: print(f"PROBE {base['VmRSS']} {status()['VmHWM']}", file=sys.stderr))
 sys.argv = ["solarforensics", *sys.argv[1:]]
+cli.HARD_EXIT = False  # leave through the interpreter's exit, so the atexit probe above runs
 cli.main()
 """
 

@@ -5,6 +5,7 @@ traceback, and is never sent to the CDN a weight file redirects to."""
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -40,7 +41,7 @@ def server_root(tmp_path, checkpoints):
     for name in ("a", "b"):
         (root / "acme" / name).mkdir(parents=True)
         for file in (checkpoints / name).iterdir():
-            (root / "acme" / name / file.name).symlink_to(file)
+            shutil.copy(file, root / "acme" / name / file.name)
     (root / "acme" / "a" / ".hub.json").write_text(json.dumps({"gated": True, "tokens": [TOKEN]}))
     return root
 
@@ -169,3 +170,41 @@ def test_the_console_script_with_debug_logging_prints_no_token(hub_server, serve
     assert "Send: curl" in outputs[0] and "Traceback" in outputs[1]
     assert not [o for o in outputs if leaks(o)]
     assert scan_tree(tmp_path, skip=server_root) == []
+
+
+PASSWORD = "SfCanaryPassw0rd"
+
+
+def test_credentials_in_the_endpoint_and_cdn_signatures_appear_nowhere(cli, hub_server, server_root, tmp_path,
+                                                                        monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_DEBUG", True)
+    caplog.set_level(logging.DEBUG, logger="huggingface_hub")
+    (server_root / "acme" / "a" / ".hub.json").unlink()  # public: the credentials are the proxy's, not the Hub's
+    server = hub_server(server_root, cdn=True)
+    secret_url = server.url.replace("http://", f"http://sfuser:{PASSWORD}@")
+    secrets = (PASSWORD, server.signature)
+    out = tmp_path / "out"
+    runs = [cli("compare", "acme/a", "acme/b", "--permutations", "0", "--endpoint", secret_url, "--out", out / "c.json")]
+    monkeypatch.setenv("HF_ENDPOINT", secret_url)
+    runs.append(cli("inspect", "acme/a", "--json"))
+    for kind in ("503", "drop"):  # a failing CDN: the error names the URL it could not read
+        server.faults.add(kind, "*.safetensors", -1, origin="cdn")
+        runs.append(cli("compare", "acme/a", "acme/b", "--no-cache", "--out", out / "x.json"))
+        server.faults.clear()
+    assert [code for code, *_ in runs] == [0, 0, 3, 3]
+    assert "answered HTTP 503" in runs[2][2] and str(server.url) in runs[2][2]
+    doc = json.loads((out / "c.json").read_text())
+    assert [s["endpoint"] for s in doc["sources"]] == [server.url, server.url]
+    assert any("Send: curl" in r.getMessage() for r in caplog.records)
+
+    def found(text) -> list[str]:
+        data = text if isinstance(text, bytes) else str(text).encode()
+        return [s for s in secrets if s.encode() in data]
+
+    assert not [o for o in cli.outputs if found(o)]
+    assert not [r.getMessage() for r in caplog.records if found(r.getMessage())]
+    assert not [p for p in out.rglob("*") if p.is_file() and found(p.read_bytes())]
+    hub_requests = [e for e in server.stats()["log"] if e["origin"] == "hub"]
+    assert hub_requests and all(e["auth"] for e in hub_requests)  # the credentials were still sent, as a header

@@ -84,9 +84,11 @@ def test_new_document_refuses_an_unknown_kind():
 
 def test_secrets_are_scrubbed_from_argv():
     argv = ["solarforensics", "compare", "a", "b", "--token", "hf_abcdefghijklmnop", "--hf-token=secret1",
-            "--token=s2", "--endpoint", "http://x/?t=hf_ABCDEFGHIJ12", "--hf-token", "plain", "hf_short"]
+            "--token=s2", "--endpoint", "http://x/?t=hf_ABCDEFGHIJ12", "--hf-token", "plain", "hf_short",
+            "--endpoint=https://me:pw@proxy:8080/hub"]
     assert scrub_argv(argv) == ["solarforensics", "compare", "a", "b", "--token", "***", "--hf-token=***",
-                                "--token=***", "--endpoint", "http://x/?t=***", "--hf-token", "***", "hf_short"]
+                                "--token=***", "--endpoint", "http://x/?…", "--hf-token", "***", "hf_short",
+                                "--endpoint=https://proxy:8080/hub"]
     doc = new_document("compare", argv)
     assert "hf_abcdefghijklmnop" not in json.dumps(doc) and "secret1" not in json.dumps(doc)
 

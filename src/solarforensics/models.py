@@ -1,13 +1,13 @@
 """Opening models for an analysis: aliases expanded, sources opened with the run's options."""
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from solarforensics.errors import BudgetError, SpecError
 from solarforensics.sources.base import TensorSource
-from solarforensics.sources.spec import open_source
+from solarforensics.sources.interrupt import worker_pool
+from solarforensics.sources.spec import local_path, open_source
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def open_model(spec: str, options: OpenOptions | None = None) -> TensorSource:
     from solarforensics.families.aliases import expand_alias
 
     options = options or OpenOptions()
-    local = spec and Path(spec).expanduser().exists()  # a folder named like an alias is the folder
+    local = spec and local_path(spec).exists()  # a folder named like an alias is the folder
     return open_source(
         spec if local or not spec.strip() else expand_alias(spec),
         endpoint=options.endpoint,
@@ -41,7 +41,7 @@ def open_model(spec: str, options: OpenOptions | None = None) -> TensorSource:
 
 def open_models(specs: list[str], options: OpenOptions | None = None) -> list[TensorSource]:
     """Open several models at once: resolving revisions and reading headers are round trips worth overlapping."""
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(specs)))) as pool:
+    with worker_pool(min(8, len(specs))) as pool:
         return list(pool.map(lambda spec: open_model(spec, options), specs))
 
 
@@ -75,3 +75,19 @@ def check_memory(nbytes: int, hint: str) -> None:
                   f"{int(100 * MEMORY_SHARE)}% of this machine's RAM; $SOLARFORENSICS_MAX_MEMORY changes it")
         raise BudgetError(f"this would hold {nbytes:,} bytes of tensors in memory at once, over the limit of "
                           f"{limit:,} ({origin})", hint)
+
+
+def source_identity(source: TensorSource) -> tuple:
+    """What makes two opened sources the same bytes: Hub endpoint, repo, commit and files, or the resolved path."""
+    p = source.provenance
+    files = tuple(sorted({ref.file for ref in source.tensors.values()}))
+    return (p.kind, p.endpoint, p.repo, p.resolved_commit, p.path, files)
+
+
+def same_source_warning(a: TensorSource, b: TensorSource, name_a: str, name_b: str) -> str | None:
+    """A warning when both sides of a comparison are one source: every test then finds 'a copy' by construction."""
+    if source_identity(a) != source_identity(b):
+        return None
+    where = a.provenance.path or f"{a.provenance.repo}@{(a.provenance.resolved_commit or '')[:12]}"
+    return (f"{name_a} and {name_b} are the same source ({where}): every score compares the model with itself, so "
+            "identical tensors and a 'derived' verdict say nothing; compare two different models")

@@ -8,7 +8,6 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from solarforensics.datafiles import config_path
 from solarforensics.errors import BudgetError, ForensicsError, FormatError, NotFoundError, SpecError
 from solarforensics.models import OpenOptions, open_model
 from solarforensics.results.document import new_document, path_inside, slugify, write_document
+from solarforensics.sources.interrupt import worker_pool
 
 MARKER_FILE = "REPLICA.md"  # what replicas/store.py puts in every virtual repo
 # Small files a run downloads (once per model: the Hub client caches them): at every open, and per step kind.
@@ -195,7 +195,7 @@ def _open_all(roles: dict[str, str], options: OpenOptions) -> tuple[dict, dict[s
         except ForensicsError as err:
             return None, err.one_line()
 
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(specs)))) as pool:
+    with worker_pool(min(8, len(specs))) as pool:
         opened = dict(zip(specs, pool.map(attempt, specs)))
     sources = {role: opened[spec][0] for role, spec in roles.items() if opened[spec][0] is not None}
     unavailable = {role: opened[spec][1] for role, spec in roles.items() if opened[spec][0] is None}

@@ -82,7 +82,7 @@ def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dic
     wanted: dict[str, set[str]] = {}
     if kind == "matrix":
         for role in step["models"]:
-            selected = select_tensors(sources[role], step["tensors"]).selected
+            selected = select_tensors(sources[role], step["tensors"], allow_empty=True).selected
             wanted.setdefault(role, set()).update(s.name for s in selected)
     else:
         a, b, control = step["a"], step["b"], step.get("control")
@@ -105,15 +105,10 @@ def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dic
 
 
 def small_file_sizes(source: TensorSource, options: OpenOptions) -> dict[str, int]:
-    """Sizes of the repo's files (one listing request for a Hub repo, a stat per file for a folder)."""
+    """Sizes of the repo's files (the Hub listing read when it was opened, or a stat per file of a folder)."""
     record = source.provenance
     if record.kind == "hub":
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=record.endpoint, token=options.token)
-        info = api.model_info(record.repo, revision=record.resolved_commit, files_metadata=True)
-        record.count(requests=1)
-        return {s.rfilename: s.size or 0 for s in info.siblings or []}
+        return source.file_sizes()  # the listing read when the repo was opened
     if record.path:
         root = Path(record.path)
         root = root if root.is_dir() else root.parent

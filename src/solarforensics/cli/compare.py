@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 
 from solarforensics.cli.app import app, finish, options, out, print_json
-from solarforensics.cli.options import Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Workers
+from solarforensics.cli.options import (
+    Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Seed, Workers, announce_permutations, permutations_option,
+)
 from solarforensics.cli.progress import byte_progress
 from solarforensics.errors import SpecError
-from solarforensics.results.document import default_out_path, slugify
+from solarforensics.results.document import results_path, slugify
 
 
 @app.command()
@@ -37,8 +39,8 @@ def compare(
     layers: Annotated[str, typer.Option("--layers", help="same: pair equal layer indices; all-pairs: the full L_A x L_B matrix.")] = "same",
     control: Annotated[str | None, typer.Option("--control", help="A third model compared with both.", show_default=False)] = None,
     truncate: Annotated[bool, typer.Option("--truncate", help="Compare the common leading block of different shapes.")] = False,
-    permutations: Annotated[int, typer.Option("--permutations", help="Shuffle-null permutations.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    permutations: Annotated[int, permutations_option("Shuffle-null permutations", 1000)] = 1000,
+    seed: Seed = 0,
     device: Device = "auto",
     out_file: OutFile = None,
     as_json: JsonOut = False,
@@ -50,10 +52,12 @@ def compare(
     """Per-layer raw cosine, centered cosine, MAD, rel L2, equal bytes and shuffle p, with baselines and nulls."""
     from solarforensics.comparison.compare import CompareRequest, compare_models
 
+    announce_permutations(permutations, 1000)
+    path = results_path(out_file, "compare", [a, b], [tensors])
     request = CompareRequest(a, b, tensors, layers, control, device, truncate, permutations, seed)
     with byte_progress(not as_json) as progress:
         fields = compare_models(request, options(endpoint, no_cache, workers, max_gap), progress)
-    finish("compare", fields, out_file or default_out_path("compare", [a, b], [tensors]), as_json)
+    finish("compare", fields, path, as_json)
 
 
 @app.command()
@@ -71,8 +75,9 @@ def matrix(
     from solarforensics.render.plots import matrix_heatmap
 
     names = parse_models(models)
+    path = results_path(out_file, "matrix", names, [tensors])
     fields = matrix_models(names, tensors, options(endpoint, no_cache), device)
-    path = finish("matrix", fields, out_file or default_out_path("matrix", names, [tensors]), as_json)
+    finish("matrix", fields, path, as_json)
     for group in fields["groups"]:
         figure = matrix_heatmap(fields, group, "pearson", path.with_name(f"{path.stem}-{slugify(group)}.png"))
         if not as_json:

@@ -7,7 +7,7 @@ import typer
 
 from solarforensics.cli.app import app, finish, options
 from solarforensics.cli.options import Endpoint, JsonOut, NoCache, OutFile
-from solarforensics.results.document import default_out_path
+from solarforensics.results.document import results_path
 
 ModelA = Annotated[str, typer.Argument(help="Model A: alias, Hub id (owner/name[@rev]), folder or file.")]
 ModelB = Annotated[str, typer.Argument(help="Model B.")]
@@ -19,8 +19,9 @@ def arch(a: ModelA, b: ModelB, out_file: OutFile = None, as_json: JsonOut = Fals
     """Configs side by side, parameter counts by component, active parameters, and which tensor groups compare."""
     from solarforensics.evidence.arch import compare_architectures
 
+    path = results_path(out_file, "arch", [a, b])
     fields = compare_architectures(a, b, options(endpoint, no_cache))
-    finish("arch", fields, out_file or default_out_path("arch", [a, b]), as_json)
+    finish("arch", fields, path, as_json)
 
 
 @app.command()
@@ -37,8 +38,9 @@ def tokenizer(
     """Shared tokens (matched by their text across byte-level/metaspace/WordPiece), ids, offsets, merges, specials."""
     from solarforensics.evidence.tokenizer import compare_tokenizers
 
+    path = results_path(out_file, "tokenizer", [a, b])
     fields = compare_tokenizers(a, b, options(endpoint, no_cache), export_map)
-    finish("tokenizer", fields, out_file or default_out_path("tokenizer", [a, b]), as_json)
+    finish("tokenizer", fields, path, as_json)
 
 
 @app.command("license")
@@ -58,9 +60,10 @@ def license_(
     from solarforensics.evidence.license import license_report
     from solarforensics.evidence.license_history import license_report_with_history
 
+    path = results_path(out_file, "license", [source])
     report = license_report_with_history if with_history else license_report
     fields = report(source, options(endpoint, no_cache), against)
-    finish("license", fields, out_file or default_out_path("license", [source]), as_json)
+    finish("license", fields, path, as_json)
 
 
 @app.command()
@@ -79,9 +82,10 @@ def history(
     timeline."""
     from solarforensics.evidence.history import history_report
 
+    path = results_path(out_file, "history", [source])
     globs = [g.strip() for item in files or [] for g in item.split(",") if g.strip()] or None
     fields = history_report(source, options(endpoint, False), globs, max_commits)
-    finish("history", fields, out_file or default_out_path("history", [source]), as_json)
+    finish("history", fields, path, as_json)
 
 
 @app.command()
@@ -97,5 +101,6 @@ def code(
     lines, distinctive rules. Shared code says where code came from, not where weights came from."""
     from solarforensics.evidence.code import code_report
 
+    path = results_path(out_file, "code", [source])
     fields = code_report(source, options(endpoint, False), against)
-    finish("code", fields, out_file or default_out_path("code", [source]), as_json)
+    finish("code", fields, path, as_json)

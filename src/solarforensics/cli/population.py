@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from solarforensics.cli.app import app, err, finish, options, out, print_json
-from solarforensics.cli.options import Endpoint, JsonOut, NoCache, OutFile
+from solarforensics.cli.options import Endpoint, JsonOut, NoCache, OutFile, Seed
 from solarforensics.errors import ForensicsError
-from solarforensics.results.document import default_out_path
+from solarforensics.results.document import results_path
 
 index_app = typer.Typer(help="The fingerprint index: one SQLite file (default $SOLARFORENSICS_INDEX, else in the "
                              "cache directory).", no_args_is_help=True)
@@ -146,6 +146,7 @@ def fingerprint(
             err.print(f"  {outcome.spec}: {outcome.status}, read {fmt_bytes(row['bytes_read'] or 0)}{share} in "
                       f"{row['requests'] or 0} requests, {row['seconds']:.1f} s", highlight=False, markup=False)
 
+    path = results_path(out_file, "fingerprint", models)
     started = time.perf_counter()
     with _open(index, create=True) as db:
         outcomes = fingerprint_all(models, db, options(endpoint, no_cache), workers=workers, ray_address=ray,
@@ -158,7 +159,7 @@ def fingerprint(
               "complete": not failed, "timings": {"total_s": time.perf_counter() - started},
               "summary": {"statements": [f"{len(rows) - len(failed)} of {len(rows)} models fingerprinted into "
                                          f"{where} ({total} in the index)"]}}
-    finish("fingerprint", fields, out_file or default_out_path("fingerprint", models), as_json)
+    finish("fingerprint", fields, path, as_json)
     if failed:
         raise ForensicsError(f"{len(failed)} of {len(rows)} models could not be fingerprinted: "
                              + "; ".join(f"{r['model']}: {r['error']}" for r in failed[:3]),
@@ -171,7 +172,7 @@ def scan(
     index: IndexPath = None,
     top: Annotated[int, typer.Option("--top", min=1, max=1000, help="Candidates compared in full after the "
                                                                     "pre-filter.")] = 10,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    seed: Seed = 0,
     out_file: OutFile = None,
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
@@ -180,8 +181,9 @@ def scan(
     """Which indexed model is this one derived from? Pre-filter every fingerprint, then the lean battery."""
     from solarforensics.population.scan import ScanRequest, scan_model
 
+    path = results_path(out_file, "scan", [model])
     fields = scan_model(ScanRequest(model, str(index) if index else None, top, seed), options(endpoint, no_cache))
-    finish("scan", fields, out_file or default_out_path("scan", [model]), as_json)
+    finish("scan", fields, path, as_json)
 
 
 @app.command()
@@ -189,7 +191,7 @@ def lineage(
     models: Annotated[list[str] | None, typer.Argument(help="Models to place (fingerprinted into the index first); "
                                                             "none: every model in the index.", show_default=False)] = None,
     index: IndexPath = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    seed: Seed = 0,
     out_file: OutFile = None,
     as_json: JsonOut = False,
     endpoint: Endpoint = None,
@@ -200,6 +202,8 @@ def lineage(
     from solarforensics.population.record import Fingerprint
     from solarforensics.population.scan import ensure_fingerprint
 
+    if out_file is not None:
+        results_path(out_file, "lineage", [])  # an --out that cannot be written is said before any work
     with _open(index, create=bool(models)) as db:
         if models:
             fps = {spec: ensure_fingerprint(spec, db, options(endpoint, no_cache))[0] for spec in models}
@@ -211,4 +215,4 @@ def lineage(
                              "fingerprint more models first")
     fields = lineage_of(fps, seed)
     fields["index"] = {"path": str(where), "fingerprints": len(fps)}
-    finish("lineage", fields, out_file or default_out_path("lineage", [Path(str(where)).stem]), as_json)
+    finish("lineage", fields, results_path(out_file, "lineage", [Path(str(where)).stem]), as_json)

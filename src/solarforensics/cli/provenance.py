@@ -13,11 +13,12 @@ from solarforensics.cli.options import (
     MaxGap,
     NoCache,
     OutFile,
+    Seed,
     Thresholds,
     Workers,
 )
 from solarforensics.cli.progress import byte_progress
-from solarforensics.results.document import default_out_path
+from solarforensics.results.document import results_path
 
 
 def _announce(plan: dict) -> None:
@@ -38,7 +39,7 @@ def provenance(
                                                        "cka, cka-q, matching, corroborative.")] = "all",
     budget_bytes: BudgetBytes = None,
     device: Device = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+    seed: Seed = 0,
     thresholds: Thresholds = None,
     out_file: OutFile = None,
     as_json: JsonOut = False,
@@ -50,8 +51,9 @@ def provenance(
     """Was one model initialised from the other? Identity, alignment, attention CKA, layer map, matching; a verdict."""
     from solarforensics.provenance.run import ProvenanceRequest, provenance_models
 
+    path = results_path(out_file, "provenance", [a, b])
     request = ProvenanceRequest(a, b, tests=tests, budget_bytes=budget_bytes, device=device, seed=seed,
                                 thresholds=str(thresholds) if thresholds else None)
     with byte_progress(not as_json) as progress:
         fields = provenance_models(request, options(endpoint, no_cache, workers, max_gap), progress, _announce)
-    finish("provenance", fields, out_file or default_out_path("provenance", [a, b]), as_json)
+    finish("provenance", fields, path, as_json)

@@ -8,16 +8,21 @@ import typer
 from solarforensics.cli.app import app, bench_app, err, hub_app, out
 from solarforensics.cli.options import Device, MaxGap, Workers
 from solarforensics.errors import ForensicsError
+from solarforensics.localhub.faults import FAULT_HELP, FAULT_SYNTAX, PARAMETER_HELP
+
+FAULTS = (f"Inject a fault, {FAULT_SYNTAX} (repeatable; COUNT -1 = every matching request), e.g. "
+          "429:*.safetensors:2:retry_after=1. Kinds: " + "; ".join(f"{k}: {v}" for k, v in FAULT_HELP.items())
+          + ". Parameters: " + "; ".join(f"{k}: {v}" for k, v in PARAMETER_HELP.items()) + ".")
 
 
 @hub_app.command("serve")
 def hub_serve(
     root: Annotated[Path | None, typer.Argument(help="Folder of repos laid out as ROOT/owner/name/.")] = None,
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0 = any free port).")] = 8080,
-    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Delay before every answer.")] = 0,
-    bandwidth: Annotated[int | None, typer.Option("--bandwidth", help="Bytes per second per answer.")] = None,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0 = any free port).")] = 8080,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Delay before every answer.")] = 0,
+    bandwidth: Annotated[int | None, typer.Option("--bandwidth", min=1, help="Bytes per second per answer.")] = None,
     cdn: Annotated[bool, typer.Option("--cdn", help="Redirect weight files to a second 'CDN' origin.")] = False,
-    fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND[:GLOB[:COUNT]], e.g. 429:*.safetensors:2.")] = None,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help=FAULTS)] = None,
     replicas: Annotated[bool, typer.Option("--replicas", help="Also serve full-scale virtual replicas of Solar, GLM, Phi, INTELLECT-3.")] = False,
 ) -> None:
     """Serve ROOT/owner/name folders (and/or virtual replicas) as Hub model repos on 127.0.0.1 (until Ctrl-C)."""
@@ -37,7 +42,7 @@ def hub_serve(
 
 @bench_app.command("fetch")
 def bench_fetch(
-    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated latency of the local Hub.")] = 50,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Emulated latency of the local Hub.")] = 50,
     workers: Workers = None,
     max_gap: MaxGap = None,
 ) -> None:
@@ -50,7 +55,7 @@ def bench_fetch(
 
 @bench_app.command("metrics")
 def bench_metrics(
-    size_mb: Annotated[int, typer.Option("--size-mb", help="Size of each input tensor in MiB.")] = 256,
+    size_mb: Annotated[int, typer.Option("--size-mb", min=1, max=65_536, help="Size of each input tensor in MiB.")] = 256,
     device: Device = "auto",
 ) -> None:
     """GB/s of the streaming cosine/Pearson/MAD pass vs a plain numpy pass; peak memory on a tensor over the budget."""
@@ -65,7 +70,7 @@ def bench_metrics(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the case file and reports go.")] = Path("results/demo"),
-    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated Hub latency.")] = 30,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Emulated Hub latency.")] = 30,
 ) -> None:
     """The embedded demo, no network: a local Hub serving full-scale virtual replicas, and the Solar vs GLM case over HTTP."""
     from solarforensics.case.demo import run_demo_case
@@ -80,7 +85,8 @@ def demo(
 def bench_population(
     zoo: Annotated[Path | None, typer.Option("--zoo", help="A zoo folder to crawl threads vs Ray (e.g. a forest).",
                                              show_default=False)] = None,
-    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Emulated latency of the local Hub.")] = 50,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Emulated latency of the local "
+                                                                                  "Hub.")] = 50,
     read: Annotated[str | None, typer.Option("--read", help="Also fingerprint this replica for real (slow: reads "
                                                             "its planned bytes).", show_default=False)] = None,
 ) -> None:

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from solarforensics.cli.app import app, err, finish
-from solarforensics.cli.options import JsonOut, OutFile, Thresholds
+from solarforensics.cli.options import JsonOut, OutFile, Seed, Thresholds, announce_permutations, permutations_option
 from solarforensics.errors import NotFoundError
-from solarforensics.results.document import default_out_path
+from solarforensics.results.document import results_path
 
 zoo_app = typer.Typer(help="The ground-truth zoo: tiny models trained here, with labelled pairs.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -21,7 +21,8 @@ def zoo_build(
     directory: Annotated[Path, typer.Argument(help="Folder for the zoo (models + manifest.json); reused as a cache.")],
     size: Annotated[str, typer.Option("--size", help="tiny (default, minutes on 2 cores), small, or micro "
                                                      "(a few steps, for tests).")] = "tiny",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every init, data order and disguise.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of every init, data order and "
+                                                                            "disguise.")] = 0,
     forest: Annotated[bool, typer.Option("--forest", help="Build the forest: 6 roots, derivation trees 3 "
                                                           "generations deep, independent singletons, model cards.")]
     = False,
@@ -51,8 +52,8 @@ def zoo_build(
 @app.command()
 def validate(
     zoo: Annotated[Path, typer.Option("--zoo", help="A built zoo folder (solarforensics zoo build DIR).")] = Path("zoo"),
-    seed: Annotated[int, typer.Option("--seed", help="Seed of provenance's random draws.")] = 0,
-    permutations: Annotated[int, typer.Option("--permutations", help="Permutations of the norm-gain test.")] = 999,
+    seed: Seed = 0,
+    permutations: Annotated[int, permutations_option("Permutations of the norm-gain test", 999)] = 999,
     no_peer: Annotated[bool, typer.Option("--no-peer", help="Do not run the peer tool modeldna.")] = False,
     via_hub: Annotated[bool, typer.Option("--via-hub", help="Read every model over HTTP from a local Hub server "
                                                             "serving the zoo (repos zoo/NAME), not from its folder.")] = False,
@@ -75,15 +76,16 @@ def validate(
     if lineage:
         from solarforensics.validation.lineage import validate_lineage
 
-        out_path = out_file or default_out_path("validation", [zoo.name or "zoo", "lineage"])
+        out_path = results_path(out_file, "validation", [zoo.name or "zoo", "lineage"])
         fields = validate_lineage(zoo, index or out_path.with_suffix(".index.sqlite"), seed=seed, peer=not no_peer,
                                   options=None)
         finish("validation", fields, out_path, as_json)
         return
 
+    announce_permutations(permutations, 999)
     request = ValidateRequest(str(zoo), seed=seed, permutations=permutations, peer=not no_peer,
                               thresholds=str(thresholds) if thresholds else None, write_thresholds=write_thresholds)
-    out_path = out_file or default_out_path("validation", [zoo.name or "zoo"])
+    out_path = results_path(out_file, "validation", [zoo.name or "zoo"])
     if not via_hub:
         fields = validate_zoo(request)
     else:

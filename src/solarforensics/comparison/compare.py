@@ -6,26 +6,25 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
+from solarforensics.comparison.baselines import by_role, controls, group_baselines
 from solarforensics.comparison.pairing import pair_models
 from solarforensics.comparison.statements import compare_statements
 from solarforensics.errors import BudgetError, SelectionError
 from solarforensics.metrics.device import default_accumulation, describe_device, dtype_name, resolve_device
 from solarforensics.metrics.hashing import row_hashes, shared_rows, tensor_sha256
 from solarforensics.metrics.matrices import cosine_matrix, diagonal_dominance
-from solarforensics.metrics.nulls import aggregate_shuffle_null, reference_null_norm_gains, shuffle_nulls
+from solarforensics.metrics.nulls import shuffle_nulls
 from solarforensics.metrics.similarity import pair_stats
 from solarforensics.metrics.stats import summarize
-from solarforensics.models import OpenOptions, check_memory, open_model, open_models
+from solarforensics.models import OpenOptions, check_memory, open_model, open_models, same_source_warning
+from solarforensics.sources.interrupt import worker_pool
 
 SHUFFLE_WORK = 2e8  # element-operations allowed per tensor for its own shuffle null: vectors get all permutations
 MIN_ROW_PERMUTATIONS = 99
-NORM_ROLES = {"attn_norm", "mlp_norm", "final_norm", "q_norm", "k_norm"}
-BASELINE_PAIRS = 200  # within-model layer pairs per role, at most
 SPEARMAN_MAX = 1 << 20  # Spearman on a seeded sample of 1M positions for bigger tensors (exact ranks cost seconds)
 
 
@@ -54,6 +53,8 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     accumulate = default_accumulation(device)
     source_a, source_b = open_models([request.a, request.b], options)
     pairs, only_a, only_b, warnings = pair_models(source_a, source_b, request.groups, request.layers)
+    same = same_source_warning(source_a, source_b, request.a, request.b)
+    warnings = [same, *warnings] if same else warnings
     planned = source_a.planned_bytes(a.name for a, _ in pairs) + source_b.planned_bytes(b.name for _, b in pairs)
     if request.budget_bytes is not None and planned > request.budget_bytes:
         raise BudgetError(f"the selection needs {planned:,} bytes of tensors, over the budget of {request.budget_bytes:,}")
@@ -64,7 +65,7 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     compared = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]
     rows = [row for row, _ in compared]
     _add_shuffle_p(compared, request, device)
-    if not any(r["comparable"] for r in rows):
+    if rows and not any(r["comparable"] for r in rows) and not any(r["nonfinite_only"] for r in rows):
         raise SelectionError(
             f"no selected pair has equal shapes ({rows[0]['tensor_a']} {rows[0]['shape_a']} vs {rows[0]['shape_b']})",
             "use --truncate to compare the common leading block, or select other groups",
@@ -72,23 +73,28 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
     metrics_done = time.perf_counter()
     # With --layers all-pairs the headline numbers still pair equal layers; the rest goes to the L x L matrices.
     same_layer = [(sa, sb) for sa, sb in pairs if sa.layer == sb.layer]
-    baselines = {
-        "within_model": _within_model(tensors_a, tensors_b, same_layer, device, request.seed),
-        "shuffle": _aggregate_shuffle(tensors_a, tensors_b, same_layer, request, device),
-        "reference_null": _reference_null(tensors_a, tensors_b, same_layer, request.seed),
-        "controls": [],
-    }
+    groups = list(dict.fromkeys(g.strip() for g in request.groups.split(",") if g.strip()))
+    by_group = {group: group_baselines(group, tensors_a, tensors_b, [p for p in same_layer if p[0].group == group],
+                                       request, device) for group in groups}
     sources = [source_a.provenance, source_b.provenance]
     if request.control:
         control = open_model(request.control, options)
         sources.append(control.provenance)
-        baselines["controls"] = _controls(control, request, source_a, source_b, device, accumulate)
+        for group, entries in controls(control, request, source_a, source_b, device, accumulate).items():
+            by_group[group]["controls"] = entries
+    # The top-level backgrounds are the first compared group's (what a one-group run always had); every group's
+    # own are in by_group, and nothing is ever shown beside a group it was not computed from.
+    first = next((g for g in groups if any(r["group"] == g for r in rows)), groups[0])
+    baselines = {key: value for key, value in by_group[first].items() if key != "notes"} | {"by_group": by_group}
     layer_matrices = _layer_matrices(tensors_a, tensors_b, pairs, device) if request.layers == "all-pairs" else {}
-    summary = _summary([r for r in rows if r["layer_a"] == r["layer_b"]], baselines)
+    summary = _summary([r for r in rows if r["layer_a"] == r["layer_b"]], by_group, groups, only_a, only_b)
     summary["statements"] = compare_statements(request.a, request.b, rows, baselines, summary, request.control)
+    warnings += _nonfinite_warnings(summary)
+    if same:
+        summary["statements"].insert(0, same)
     return {
         "models": {"a": request.a, "b": request.b, "control": request.control},
-        "groups": [g.strip() for g in request.groups.split(",") if g.strip()],
+        "groups": groups,
         "layers_mode": request.layers,
         "rows": rows,
         "only_in_a": [s.name for s in only_a],
@@ -121,7 +127,7 @@ def _read_all(source_a, source_b, pairs, planned: int, progress: Progress | None
                 progress("fetch", done[0], planned)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with worker_pool(2) as pool:
         future_a = pool.submit(source_a.read_tensors, [a.name for a, _ in pairs], tick)
         future_b = pool.submit(source_b.read_tensors, [b.name for _, b in pairs], tick)
         tensors_a, tensors_b = future_a.result(), future_b.result()
@@ -134,7 +140,7 @@ def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, de
         "tensor_a": sa.name, "tensor_b": sb.name,
         "shape_a": list(ta.shape), "shape_b": list(tb.shape),
         "dtype_a": str(ta.dtype).removeprefix("torch."), "dtype_b": str(tb.dtype).removeprefix("torch."),
-        "comparable": True, "truncated": False, "reason": None,
+        "comparable": True, "truncated": False, "reason": None, "finite_only": False, "nonfinite_only": False,
         "sha256_a": tensor_sha256(ta), "sha256_b": tensor_sha256(tb),
     }  # fmt: skip
     row["bytes_equal"] = row["sha256_a"] == row["sha256_b"] and ta.dtype == tb.dtype
@@ -145,12 +151,20 @@ def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, de
         ta, tb = ta[tuple(slice(0, c) for c in common)], tb[tuple(slice(0, c) for c in common)]
         row.update(truncated=True, reason=f"compared the common leading block {list(common)}")
     stats = pair_stats(ta, tb, device=device, accumulate=accumulate, seed=request.seed, spearman_max=SPEARMAN_MAX)
+    row.update(nonfinite_a=stats.nonfinite_a, nonfinite_b=stats.nonfinite_b, finite_pairs=stats.n_used)
+    if stats.n and not stats.n_used:  # nothing left to compare: never "comparable", never "equal"
+        return {**row, **_empty_metrics(), "nonfinite_a": stats.nonfinite_a, "nonfinite_b": stats.nonfinite_b,
+                "finite_pairs": 0, "nonfinite_only": True, "comparable": False,
+                "reason": f"no position is finite in both tensors (NaN/Inf: {stats.nonfinite_a:,} in A, "
+                          f"{stats.nonfinite_b:,} in B, of {stats.n:,})"}, None
     row.update(
         cosine=stats.cosine, pearson=stats.pearson, cos_minus_one=stats.cos_minus_one, spearman=stats.spearman,
         spearman_sampled=stats.spearman_sampled, mad=stats.mad, rel_l2=stats.rel_l2, max_abs_diff=stats.max_abs_diff, equal_fraction=stats.equal_fraction,
-        nonfinite_a=stats.nonfinite_a, nonfinite_b=stats.nonfinite_b,
         mean_a=stats.mean_a, std_a=stats.std_a, mean_b=stats.mean_b, std_b=stats.std_b,
     )  # fmt: skip
+    # Metrics of a pair with NaN/Inf cover only the positions finite in both; this flag keeps them from reading
+    # as "equal" (cosine 1, max |a-b| 0) when the tensors differ exactly where one of them is not finite.
+    row["finite_only"] = stats.n_used < stats.n
     row["rows_equal"] = shared_rows(row_hashes(ta), row_hashes(tb)) if ta.dim() == 2 else None
     return row, (ta, tb)
 
@@ -179,113 +193,11 @@ def _empty_metrics() -> dict:
     return {**dict.fromkeys(keys), "permutations": 0}
 
 
-def _by_role(tensors: dict, selections) -> dict[str, list[tuple[int, torch.Tensor]]]:
-    layers = defaultdict(dict)
-    for sel in selections:
-        if sel.layer is not None and sel.role is not None and sel.expert is None:
-            layers[sel.role][sel.layer] = tensors[sel.name]
-    return {role: sorted(found.items()) for role, found in layers.items()}
-
-
-def _within_model(tensors_a, tensors_b, pairs, device, seed) -> dict:
-    """Same metric between different layers of one model; layer 0 is left out (its input norm is special: the 0.38
-    'baseline' of the original accusation was layer 0 against deep layers)."""
-    result = {"excluded_note": "layer 0 excluded: its input norm differs from every other layer's in most models"}
-    for side, tensors, selections in (("a", tensors_a, [a for a, _ in pairs]), ("b", tensors_b, [b for _, b in pairs])):
-        values_p, values_c = [], []
-        for role, layered in _by_role(tensors, selections).items():
-            layered = [(layer, t) for layer, t in layered if layer > 0]
-            if len(layered) < 2 or len({t.shape for _, t in layered}) != 1:
-                continue
-            stacked = torch.stack([t.flatten() for _, t in layered])
-            upper = torch.triu_indices(len(layered), len(layered), offset=1)
-            for centered, values in ((True, values_p), (False, values_c)):
-                matrix = cosine_matrix(stacked, stacked, centered=centered, device=device)
-                picked = matrix[upper[0], upper[1]]
-                if picked.numel() > BASELINE_PAIRS:  # a seeded subset keeps big models' baselines cheap
-                    generator = torch.Generator().manual_seed(seed)
-                    picked = picked[torch.randperm(picked.numel(), generator=generator)[:BASELINE_PAIRS]]
-                values += [None if math.isnan(v) else v for v in picked.tolist()]
-        pearson, cosine = summarize(values_p), summarize(values_c)
-        result[side] = {
-            "metric": "pearson", "mean": pearson["mean"], "std": pearson["std"], "n": pearson["n"],
-            "cosine_mean": cosine["mean"], "cosine_std": cosine["std"],
-            "pairs_note": "different layers of the same role, layers >= 1",
-        }  # fmt: skip
-    return result
-
-
-def _vector_pairs(tensors_a, tensors_b, pairs):
-    """Comparable 1-D pairs grouped by length: the norm gains, whose symmetry is one residual permutation."""
-    by_length = defaultdict(list)
-    for sa, sb in pairs:
-        ta, tb = tensors_a[sa.name], tensors_b[sb.name]
-        if ta.dim() == 1 and ta.shape == tb.shape and ta.numel() > 1:
-            by_length[ta.numel()].append((ta, tb))
-    return by_length
-
-
-def _aggregate_shuffle(tensors_a, tensors_b, pairs, request, device) -> dict | None:
-    """One permutation of the residual dimensions applied to every layer of B at once -> one aggregate p-value."""
-    by_length = _vector_pairs(tensors_a, tensors_b, pairs)
-    if not by_length or not request.permutations:
-        return None
-    length, vectors = max(by_length.items(), key=lambda item: len(item[1]))
-    null = aggregate_shuffle_null(vectors, statistic="pearson", permutations=request.permutations, seed=request.seed, joint=True)
-    return {**null.as_dict(), "vectors": len(vectors), "length": length, "joint": True}
-
-
-def _reference_null(tensors_a, tensors_b, pairs, seed) -> dict | None:
-    """What raw and centered cosine look like for unrelated vectors with the same means and spreads."""
-    norm_pairs = [
-        (tensors_a[sa.name], tensors_b[sb.name]) for sa, sb in pairs
-        if sa.role in NORM_ROLES and tensors_a[sa.name].shape == tensors_b[sb.name].shape
-    ]  # fmt: skip
-    if not norm_pairs:
-        return None
-    step = max(1, len(norm_pairs) // 8)
-    chosen = norm_pairs[::step][:8]
-    per_pair = max(125, 1000 // len(chosen))  # about 1000 draws in all, spread over up to 8 layers
-    draws = [reference_null_norm_gains(a, b, draws=per_pair, seed=seed + i) for i, (a, b) in enumerate(chosen)]
-
-    def mean(metric: str, key: str) -> float | None:
-        values = [getattr(d[metric], key) for d in draws if getattr(d[metric], key) is not None]
-        return sum(values) / len(values) if values else None
-
-    return {
-        "draws": per_pair * len(draws), "pairs": len(draws),
-        "cosine_mean": mean("cosine", "null_mean"), "cosine_std": mean("cosine", "null_std"),
-        "pearson_mean": mean("pearson", "null_mean"), "pearson_std": mean("pearson", "null_std"),
-    }  # fmt: skip
-
-
-def _controls(control, request, source_a, source_b, device, accumulate) -> list[dict]:
-    out = []
-    for side, other in (("a", source_a), ("b", source_b)):
-        try:
-            pairs, _, _, _ = pair_models(control, other, request.groups, "same")
-        except SelectionError as err:
-            out.append({"model": request.control, "vs": side, "cosine_mean": None, "pearson_mean": None, "n": 0,
-                        "note": err.one_line()})  # fmt: skip
-            continue
-        tc = control.read_tensors(a.name for a, _ in pairs)
-        to = other.read_tensors(b.name for _, b in pairs)
-        cos, pear = [], []
-        for sc, so in pairs:
-            if tc[sc.name].shape == to[so.name].shape:
-                stats = pair_stats(tc[sc.name], to[so.name], device=device, accumulate=accumulate, spearman_max=0)
-                cos.append(stats.cosine)
-                pear.append(stats.pearson)
-        out.append({"model": request.control, "vs": side, "cosine_mean": summarize(cos)["mean"],
-                    "pearson_mean": summarize(pear)["mean"], "n": len(pear)})  # fmt: skip
-    return out
-
-
 def _layer_matrices(tensors_a, tensors_b, pairs, device) -> dict:
     """L_A x L_B centered-cosine matrix per role, with how strongly the diagonal stands out."""
     out = {}
-    by_a = _by_role(tensors_a, [a for a, _ in pairs])
-    by_b = _by_role(tensors_b, [b for _, b in pairs])
+    by_a = by_role(tensors_a, [a for a, _ in pairs])
+    by_b = by_role(tensors_b, [b for _, b in pairs])
     for role in sorted(set(by_a) & set(by_b)):
         la, lb = by_a[role], by_b[role]
         if len({t.shape for _, t in la} | {t.shape for _, t in lb}) != 1:
@@ -304,14 +216,15 @@ def _layer_matrices(tensors_a, tensors_b, pairs, device) -> dict:
     return out
 
 
-def _summary(rows: list[dict], baselines: dict) -> dict:
-    groups = {}
-    for group in dict.fromkeys(r["group"] for r in rows):
+def _summary(rows: list[dict], by_group: dict, groups: list[str], only_a, only_b) -> dict:
+    """Per group: its pairs, means, identical tensors, NaN/Inf counts, tensors on one side only, and its own null's p.
+    Every requested group is listed, also one that selected tensors in one model only."""
+    out = {}
+    for group in groups:
         members = [r for r in rows if r["group"] == group]
         comparable = [r for r in members if r["comparable"]]
-        has_vectors = any(len(r["shape_a"]) == 1 for r in comparable)
-        shuffle = (baselines.get("shuffle") or {}) if has_vectors else {}
-        groups[group] = {
+        shuffle = by_group[group].get("shuffle") or {}
+        out[group] = {
             "n": len(members),
             "comparable": len(comparable),
             "cosine_mean": summarize([r["cosine"] for r in comparable])["mean"],
@@ -321,6 +234,17 @@ def _summary(rows: list[dict], baselines: dict) -> dict:
             "identical": sum(1 for r in members if r["bytes_equal"]),
             "p_aggregate": shuffle.get("p_value"),
             "log10_p_aggregate": shuffle.get("log10_p_value"),
+            "nonfinite_a": sum(r.get("nonfinite_a") or 0 for r in members),
+            "nonfinite_b": sum(r.get("nonfinite_b") or 0 for r in members),
+            "nonfinite_pairs": sum(1 for r in members if r.get("nonfinite_a") or r.get("nonfinite_b")),
+            "only_in_a": sum(1 for s in only_a if s.group == group),
+            "only_in_b": sum(1 for s in only_b if s.group == group),
+            "notes": by_group[group].get("notes", []),
         }
-    return {"groups": groups}
+    return {"groups": out}
 
+
+def _nonfinite_warnings(summary: dict) -> list[str]:
+    return [f"{group}: {g['nonfinite_pairs']} tensor pair(s) hold NaN/Inf ({g['nonfinite_a']:,} values in A, "
+            f"{g['nonfinite_b']:,} in B); their metrics cover only positions finite in both"
+            for group, g in summary["groups"].items() if g["nonfinite_pairs"]]

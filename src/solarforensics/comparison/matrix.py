@@ -3,14 +3,14 @@
 import time
 from itertools import combinations
 
-from solarforensics.comparison.pairing import select_tensors
+from solarforensics.comparison.pairing import one_sided_warnings, select_many
 from solarforensics.errors import SelectionError
 from solarforensics.families.selection import pair_selections
 from solarforensics.metrics.device import default_accumulation, describe_device, dtype_name, resolve_device
 from solarforensics.metrics.hashing import tensor_sha256
 from solarforensics.metrics.similarity import pair_stats
 from solarforensics.metrics.stats import summarize
-from solarforensics.models import OpenOptions, open_models
+from solarforensics.models import OpenOptions, open_models, same_source_warning
 
 
 def parse_models(text: str) -> list[str]:
@@ -28,7 +28,12 @@ def matrix_models(models: list[str], groups: str, options: OpenOptions | None = 
     dev = resolve_device(device)
     accumulate = default_accumulation(dev)
     sources = open_models(models, options)
-    selections = [select_tensors(s, groups).selected for s in sources]
+    chosen = select_many(sources, groups)
+    warnings = [w for i, j in combinations(range(len(sources)), 2)
+                if (w := same_source_warning(sources[i], sources[j], models[i], models[j]))]
+    warnings += [f"{s.name}: {sel.family.warning}" for s, sel in zip(sources, chosen) if sel.family.warning]
+    warnings += one_sided_warnings(models, chosen, groups)
+    selections = [sel.selected for sel in chosen]
     tensors, hashes = [], []
     for index, (source, selected) in enumerate(zip(sources, selections)):
         read = source.read_tensors(sel.name for sel in selected)
@@ -37,7 +42,7 @@ def matrix_models(models: list[str], groups: str, options: OpenOptions | None = 
         if progress:
             progress("read", index + 1, len(sources))
     fetched = time.perf_counter()
-    group_names = list(dict.fromkeys(sel.group for selected in selections for sel in selected))
+    group_names = list(dict.fromkeys(g.strip() for g in groups.split(",") if g.strip()))
     n = len(models)
     empty = lambda: [[None] * n for _ in range(n)]  # noqa: E731
     matrices = {g: {"pearson": empty(), "cosine": empty(), "identical_fraction": empty(), "n_tensors": empty()} for g in group_names}
@@ -69,6 +74,7 @@ def matrix_models(models: list[str], groups: str, options: OpenOptions | None = 
         "device": describe_device(dev),
         "accumulation_dtype": dtype_name(accumulate),
         "summary": {"statements": _statements(models, matrices)},
+        "warnings": warnings,
         "timings": {"fetch_s": fetched - started, "total_s": time.perf_counter() - started},
     }
 

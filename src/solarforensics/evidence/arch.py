@@ -12,7 +12,7 @@ from solarforensics.errors import FormatError
 from solarforensics.evidence.params import COMPONENTS, active_parameters, count_parameters
 from solarforensics.families.family import Family, find_family
 from solarforensics.families.selection import GROUPS
-from solarforensics.models import OpenOptions, open_models
+from solarforensics.models import OpenOptions, open_models, same_source_warning
 from solarforensics.sources.base import TensorSource
 
 SAME, ALIGN, NO = "same shape", "after alignment", "no"
@@ -50,6 +50,10 @@ def compare_architectures(spec_a: str, spec_b: str, options: OpenOptions | None 
     compatibility = compatibility_table(fam_a, source_a, fam_b, source_b)
     config_diff = diff_configs(source_a.config, source_b.config)
     warnings = [f"{src.name}: {fam.warning}" for src, fam in ((source_a, fam_a), (source_b, fam_b)) if fam.warning]
+    warnings += [f"{src.name}: {line}" for src, fam in ((source_a, fam_a), (source_b, fam_b))
+                 for line in fam.config_disagreements(src.config, src.tensors)]
+    same = same_source_warning(source_a, source_b, spec_a, spec_b)
+    warnings += [same] if same else []
     if source_a.config is None or source_b.config is None:
         missing = [src.name for src in (source_a, source_b) if src.config is None]
         warnings.append(f"no config.json in {', '.join(missing)}: config fields and derived facts are partial")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from solarforensics.errors import NotFoundError, SpecError
 from solarforensics.evidence.history_hub import TEXT_LIMIT, HubHistory, decode_text
+from solarforensics.sources.spec import local_path
 
 REFERENCE_PREFIXES = ("modeling_", "configuration_", "tokenization_")
 
@@ -35,7 +36,7 @@ def repo_code(spec: str, options) -> RepoCode:
     """Every .py file of the repo (and config.json, to know which code loads it)."""
     from solarforensics.families.aliases import expand_alias
 
-    path = Path(spec).expanduser()
+    path = local_path(spec)
     if path.is_dir():
         names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
@@ -87,7 +88,7 @@ def family_files(family: str) -> list[CodeFile]:
 
 def reference_files(against: str) -> tuple[dict, list[CodeFile]]:
     """(what was compared, its files): `all` (every transformers modelling file), a family, or a path."""
-    path = Path(against).expanduser()
+    path = local_path(against)
     if path.exists():
         if path.is_file() and path.suffix != ".py":
             raise SpecError(f"--against {against} is not a Python file", hint="give a .py file, a folder, a "

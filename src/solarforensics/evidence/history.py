@@ -11,13 +11,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from solarforensics.evidence.card import parse_front_matter
 from solarforensics.evidence.history_hub import MAX_LISTED, CommitInfo, HubHistory, TreeFile, history_reader
 from solarforensics.evidence.license_text import title_line
 from solarforensics.models import OpenOptions
+from solarforensics.sources.interrupt import worker_pool
 
 DEFAULT_MAX_COMMITS = 200
 WORKERS = 8
@@ -68,7 +68,7 @@ def collect_history(spec: str, options: OpenOptions | None = None, files: list[s
         analysed = list(range(len(commits)))
     else:  # the first commit (the release) and the newest ones
         analysed = [0] + list(range(len(commits) - max(1, max_commits) + 1, len(commits)))
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    with worker_pool(WORKERS) as pool:
         shas = [commits[i].sha for i in analysed]
         trees = dict(zip(shas, pool.map(reader.tree, shas)))
     history = History(reader, commits, analysed, trees, cut=cut)
@@ -83,7 +83,7 @@ def collect_history(spec: str, options: OpenOptions | None = None, files: list[s
                     and kind_of(path) != "weights" and file.oid not in todo:
                 todo[file.oid] = (path, commits[i].sha, file.size)
         previous = tree
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    with worker_pool(WORKERS) as pool:
         read = pool.map(lambda item: reader.read_text(*item), todo.values())
         history.texts = dict(zip(todo, read))
     return history

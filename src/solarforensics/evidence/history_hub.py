@@ -12,13 +12,15 @@ from urllib.parse import quote
 
 from huggingface_hub import HfApi, get_token, hf_hub_url
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from solarforensics import __version__
 from solarforensics.errors import FormatError, SpecError
+from solarforensics.sources import hub
 from solarforensics.sources.base import Provenance
-from solarforensics.sources.hub import DEFAULT_ENDPOINT, HTTP_RETRIES, TIMEOUT_S, hub_errors
-from solarforensics.sources.spec import parse_hub_spec
+from solarforensics.sources.http import with_retries
+from solarforensics.sources.hub import DEFAULT_ENDPOINT, hub_errors, split_credentials
+from solarforensics.sources.spec import local_path, parse_hub_spec
 
 MAX_LISTED = 10_000  # commits listed at most; a longer history is cut here and the cut is stated
 TEXT_LIMIT = 1 << 20  # text files larger than this are not read (their object ids still show every change)
@@ -54,18 +56,22 @@ class HubHistory:
                                                  "`solarforensics hub serve ROOT` and set HF_ENDPOINT")
         self.repo, revision = parsed
         self.revision = revision or "main"
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        # As for a HubSource: credentials in the endpoint become a header, the token lives only in headers.
+        self.endpoint, basic = split_credentials(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
         token = token if token is not None else get_token()
-        # The token lives only in these headers: never in URLs, logs, errors or results.
-        self._headers = build_hf_headers(token=token or False, library_name="solarforensics", library_version=__version__)
-        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics")
+        extra = {"authorization": basic} if basic else None
+        self._headers = build_hf_headers(token=token or False, library_name="solarforensics",
+                                         library_version=__version__, headers=extra)
+        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics",
+                          library_version=__version__, headers=extra)
         self.provenance = Provenance(spec=spec, kind="hub", repo=self.repo, endpoint=self.endpoint,
                                      requested_revision=self.revision)
 
     def resolve(self) -> str:
         """The commit sha of the requested revision (one model_info request)."""
         with hub_errors(self.repo, self.revision, self.endpoint):
-            sha = self._api.model_info(self.repo, revision=self.revision).sha
+            sha = with_retries(lambda: self._api.model_info(self.repo, revision=self.revision,
+                                                            timeout=hub.TIMEOUT_S), hub.HTTP_RETRIES).sha
         self.provenance.count(requests=1)
         self.provenance.resolved_commit = sha
         return sha
@@ -76,9 +82,7 @@ class HubHistory:
         found: list[CommitInfo] = []
         with hub_errors(self.repo, self.revision, self.endpoint):
             while url:
-                response = http_backoff("GET", url, headers=self._headers, timeout=TIMEOUT_S, max_retries=HTTP_RETRIES)
-                self.provenance.count(nbytes=len(response.content), requests=1)
-                hf_raise_for_status(response)
+                response = self._get(url, self._headers)
                 page = response.json()
                 if not isinstance(page, list):
                     raise FormatError(f"{self.endpoint} answered the commit listing of {self.repo} with no list")
@@ -93,7 +97,8 @@ class HubHistory:
     def tree(self, sha: str) -> dict[str, TreeFile]:
         """Every file of a commit (recursive listing)."""
         with hub_errors(self.repo, sha, self.endpoint):
-            entries = list(self._api.list_repo_tree(self.repo, revision=sha, recursive=True))
+            entries = with_retries(lambda: list(self._api.list_repo_tree(self.repo, revision=sha, recursive=True)),
+                                   hub.HTTP_RETRIES)
         self.provenance.count(requests=1)
         files = {}
         for entry in entries:
@@ -108,11 +113,18 @@ class HubHistory:
             return None, f"over the {TEXT_LIMIT:,}-byte limit for text"
         url = hf_hub_url(self.repo, path, revision=sha, endpoint=self.endpoint)
         with hub_errors(self.repo, sha, self.endpoint):
-            response = http_backoff("GET", url, headers={**self._headers, "Accept-Encoding": "identity"},
-                                    timeout=TIMEOUT_S, max_retries=HTTP_RETRIES)
+            response = self._get(url, {**self._headers, "Accept-Encoding": "identity"})
+        return decode_text(response.content[: TEXT_LIMIT + 1])
+
+    def _get(self, url: str, headers: dict):
+        """One GET under the same retry and time bounds as every request of a Hub source."""
+        def once():
+            response = get_session().get(url, headers=headers, timeout=hub.TIMEOUT_S)
             self.provenance.count(nbytes=len(response.content), requests=1 + len(response.history))
             hf_raise_for_status(response)
-        return decode_text(response.content[: TEXT_LIMIT + 1])
+            return response
+
+        return with_retries(once, hub.HTTP_RETRIES)
 
 
 def decode_text(data: bytes) -> tuple[str | None, str | None]:
@@ -197,7 +209,7 @@ class FolderSnapshot:
 
 def history_reader(spec: str, endpoint: str | None = None, token: str | None = None):
     """A local folder as a one-commit snapshot, anything else as a Hub repo."""
-    path = Path(spec).expanduser()
+    path = local_path(spec)
     if path.is_dir():
         return FolderSnapshot(path, spec)
     return HubHistory(spec, endpoint, token)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from solarforensics.errors import NotFoundError, SpecError
 from solarforensics.evidence.license_text import normalise_paragraphs
+from solarforensics.sources.spec import local_path
 
 ENV = "SOLARFORENSICS_LICENSE_DB"
 SHINGLE = 5
@@ -59,7 +60,7 @@ def database_folder() -> tuple[Path, str]:
     """The licences folder and a description of where it comes from (SpecError/NotFoundError when there is none)."""
     given = os.environ.get(ENV)
     if given:
-        folder = Path(given).expanduser()
+        folder = local_path(given)
         if not folder.is_dir() or not any(folder.glob("*.LICENSE")):
             raise SpecError(f"${ENV}={given} is not a folder of ScanCode .LICENSE files",
                             hint="point it at a scancode-toolkit checkout's src/licensedcode/data/licenses")

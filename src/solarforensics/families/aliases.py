@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from solarforensics.datafiles import config_path
-from solarforensics.errors import FormatError
+from solarforensics.errors import FormatError, SpecError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -35,7 +36,10 @@ def user_models_path() -> Path:
     """$SOLARFORENSICS_MODELS, else $XDG_CONFIG_HOME/solarforensics/models.toml (default ~/.config/...)."""
     explicit = os.environ.get("SOLARFORENSICS_MODELS")
     if explicit:
-        return Path(explicit).expanduser()
+        try:
+            return Path(explicit).expanduser()
+        except RuntimeError:  # ~user of no such user
+            return Path(explicit)
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "solarforensics" / "models.toml"
 
@@ -84,6 +88,11 @@ def expand_alias(spec: str) -> str:
         return spec
     alias = load_aliases().get(name)
     if alias is None:
+        known = {n.lower(): n for n in load_aliases()}
+        close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.75)
+        if close:  # a bare name is never a Hub id or a path that exists: a near-miss is a typo of an alias
+            raise SpecError(f"unknown model {spec!r}",
+                            f"did you mean {known[close[0]]!r}? (see `solarforensics models`)")
         return spec
     revision = revision or alias.revision
     return f"hf:{alias.repo}@{revision}" if revision else f"hf:{alias.repo}"

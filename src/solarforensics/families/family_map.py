@@ -151,18 +151,41 @@ class Family:
         return value if isinstance(value, int) else None
 
     def mtp_layers(self, config: dict | None = None, tensor_names: Iterable[str] = ()) -> set[int]:
-        """Layer indices that are not decoder layers: MTP layers by config, by MTP-only tensors, or beyond num_layers."""
-        layers: set[int] = set()
-        n = self.num_layers(config)
-        if n is not None and self.mtp:
-            layers.update(range(n, n + (self.config_value(config, "num_mtp_layers") or 0)))
+        """Layer indices that are not decoder layers. The weights decide: a layer holding an MTP-only tensor is an MTP
+        layer; when none does, the config's MTP range (num_layers .. num_layers + num_mtp_layers - 1) is. A layer
+        beyond both is a decoder layer whatever num_layers says (config_disagreements reports it)."""
+        marked = set()
         for name in tensor_names:
             found = self.match(name)
-            if found is None or found.layer is None:
-                continue
-            if found.role in MTP_ROLES or (n is not None and found.layer >= n):
-                layers.add(found.layer)
-        return layers
+            if found is not None and found.layer is not None and found.role in MTP_ROLES:
+                marked.add(found.layer)
+        n = self.num_layers(config)
+        if marked or n is None or not self.mtp:
+            return marked
+        return set(range(n, n + (self.config_value(config, "num_mtp_layers") or 0)))
+
+    def config_disagreements(self, config: dict | None, tensors: dict) -> list[str]:
+        """Where config.json and the weights on disk (`tensors`: name -> anything with a `shape`) disagree about the
+        decoder's size. The weights are what gets compared, so they are trusted; these lines say so."""
+        mtp = self.mtp_layers(config, tensors)
+        layers = {found.layer for found in map(self.match, tensors)
+                  if found is not None and found.layer is not None and found.layer not in mtp}
+        out = []
+        n = self.num_layers(config)
+        if n is not None and layers and layers != set(range(n)):
+            out.append(f"config.json says {n} decoder layers but the weights hold {len(layers)} "
+                       f"(layers {min(layers)}-{max(layers)}); the weights are used")
+        hidden, width = self.config_value(config, "hidden_size"), self.hidden_from_weights(tensors)
+        if isinstance(hidden, int) and width is not None and hidden != width:
+            out.append(f"config.json says hidden_size {hidden} but the norm gains in the weights have {width} "
+                       "values; the weights are used")
+        return out
+
+    def hidden_from_weights(self, tensors: dict) -> int | None:
+        """The residual width the norm gains on disk have (None if they do not agree or are absent)."""
+        widths = {ref.shape[0] for name, ref in tensors.items() if len(ref.shape) == 1
+                  and (found := self.match(name)) is not None and found.role in ("attn_norm", "mlp_norm", "final_norm")}
+        return min(widths) if len(widths) == 1 else None
 
     def role_present(self, role: str, config: dict | None) -> bool:
         """Whether a checkpoint with this config stores `role` (conditions and tied weights)."""

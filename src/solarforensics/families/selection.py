@@ -113,10 +113,11 @@ def _select_glob(family: Family, pattern: str, names: list[str]) -> list[Selecte
 
 
 def select(family: Family, tensor_names: Iterable[str], spec: str, *, exclude_mtp: bool = True,
-           config: dict | None = None) -> list[Selected]:
+           config: dict | None = None, allow_empty: bool = False) -> list[Selected]:
     """Resolve a comma-separated list of groups and/or globs; groups skip MTP layers unless exclude_mtp=False.
 
-    Globs are explicit and are never filtered. Order: spec item, layer, role, expert, name.
+    Globs are explicit and are never filtered. Order: spec item, layer, role, expert, name. A spec matching nothing is
+    a SelectionError, unless allow_empty (a model lacking a group another model has: the caller lists the others).
     """
     names = list(tensor_names)
     items = _parse_spec(spec)
@@ -133,7 +134,7 @@ def select(family: Family, tensor_names: Iterable[str], spec: str, *, exclude_mt
             if (sel.name, sel.role) not in seen:
                 seen.add((sel.name, sel.role))
                 chosen.append((_sort_key(index, sel), sel))
-    if not chosen:
+    if not chosen and not allow_empty:
         present = available_groups(family, names, config=config, exclude_mtp=exclude_mtp)
         raise SelectionError(
             f"nothing selected: {', '.join(repr(i) for i in empty)} matched none of the {len(names)} tensors "

@@ -12,9 +12,23 @@ from solarforensics.errors import SpecError
 from solarforensics.localhub.store import RepoFile
 
 STATUS_FAULTS = ("429", "500", "502", "503")
-BODY_FAULTS = ("drop", "truncate", "ignore-range", "wrong-range")
+BODY_FAULTS = ("drop", "truncate", "ignore-range", "wrong-range", "oversize")
 FAULT_KINDS = (*STATUS_FAULTS, *BODY_FAULTS, "change", "slow")
 FAULT_SYNTAX = "KIND[:PATTERN[:COUNT[:KEY=VALUE,...]]]"
+FAULT_HELP = {  # what `hub serve --help` says of each kind and parameter
+    "429": "rate limited, with Retry-After", "500": "server error", "502": "bad gateway", "503": "unavailable",
+    "drop": "connection reset halfway through the body", "truncate": "body ends halfway, connection closed",
+    "ignore-range": "answers 200 with the whole file", "wrong-range": "serves bytes shifted from those asked",
+    "oversize": "sends (and announces) more bytes than asked or listed", "change": "the file's bytes and ETag change",
+    "slow": "waits before answering",
+}
+PARAMETER_HELP = {
+    "after": "matching requests served cleanly first (change: before the file changes)",
+    "retry_after": "429: seconds in Retry-After (default 1)", "delay_s": "slow: seconds of delay (default 3)",
+    "shift": "wrong-range: bytes the range moves (default 1)", "extra": "oversize: extra bytes (default 1 MiB)",
+    "methods": "GET, HEAD or GET+HEAD (default GET)", "origin": "hub or cdn (default both)",
+    "repo": "glob on the repo id (default *)",
+}
 _INVERT = bytes(255 - i for i in range(256))
 
 
@@ -29,6 +43,7 @@ class FaultRule:
     retry_after: int = 1  # 429: seconds in Retry-After
     delay_s: float = 3.0  # slow: seconds to wait before answering
     shift: int = 1  # wrong-range: bytes the served range is moved by
+    extra: int = 1 << 20  # oversize: bytes sent (and announced in Content-Length) beyond what was asked
     methods: tuple[str, ...] = ("GET",)
     origin: str | None = None  # "hub" or "cdn" to hit one origin only
     repo: str = "*"  # fnmatch glob on the repo id

@@ -74,6 +74,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         # Logged before the answer goes out, so a client that has its answer always finds it in the stats.
         self._entry = {"origin": self.server.name, "method": self.command, "path": self.path,
                        "range": self.headers.get("Range"), "auth": "Authorization" in self.headers,
+                       "user_agent": self.headers.get("User-Agent"),
                        "status": status, "bytes": planned_bytes, "kind": self._kind, "fault": self._fault}
         self.server.hub.traffic.record(self._entry)
 
@@ -185,7 +186,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HttpError(int(kind), None, f"injected fault {kind}", extra)
         if redirect:
             expires = int(time.time()) + 3600
-            location = f"{hub.cdn_url}/cdn/{repo_id}/{commit.sha}/{quote(file.path)}?Expires={expires}&Signature=fake"
+            location = f"{hub.cdn_url}/cdn/{repo_id}/{commit.sha}/{quote(file.path)}?Expires={expires}&Signature={hub.signature}"
             return self._send(302, {**headers, "Location": location}, b"", head=method == "HEAD")
         span = None if kind == "ignore-range" else byte_range(self.headers.get("Range"), file.size)
         if kind == "wrong-range":
@@ -195,6 +196,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{file.size}"
         start, end = span or (0, file.size)
         cut = (end - start) // 2 if kind in ("drop", "truncate") else None
+        if kind == "oversize":  # a mirror sending more than the file has, and saying so in Content-Length
+            body = file.read(start, end) + bytes(fault.extra) if method == "GET" else b""
+            return self._send(206 if span else 200, headers, body, head=method == "HEAD")
         self._send(206 if span else 200, headers, (file, start, end), head=method == "HEAD",
                    cut=cut, abrupt=kind == "drop")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ class HubServer:
         self.latency_ms, self.bandwidth = latency_ms, bandwidth
         self.faults = FaultSet()
         self.traffic = Traffic()
+        # Like a real CDN's, the redirect's signature is a secret: tests check it never reaches an output.
+        self.signature = "sig" + secrets.token_hex(12)
         self._origins: list[Origin] = []
         self._threads: list[threading.Thread] = []
 

@@ -123,14 +123,23 @@ class FolderStore:
         return settings
 
     def _commit(self, folder: Path) -> Commit:
+        """The files of one repo folder. A link leading out of the folder (or broken) is neither listed nor served:
+        whatever it points at is not part of the repo. Linked folders are not walked into."""
         files, newest = [], 0.0
+        boundary = folder.resolve()
         for directory, subdirs, names in os.walk(folder):
             subdirs[:] = sorted(d for d in subdirs if _visible(d))
             for name in names:
                 if not _visible(name):
                     continue
                 path = Path(directory) / name
-                stat = path.stat()
+                try:
+                    resolved = path.resolve(strict=True)
+                    stat = path.stat()
+                except (OSError, RuntimeError):
+                    continue
+                if boundary not in resolved.parents or not resolved.is_file():
+                    continue
                 rel = path.relative_to(folder).as_posix()
                 lfs = is_lfs_path(rel, stat.st_size)
                 etag = self._etag(path, (stat.st_size, stat.st_mtime_ns, stat.st_ino), lfs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, replace
 
 from solarforensics.errors import ForensicsError, SpecError
@@ -19,6 +19,7 @@ from solarforensics.models import OpenOptions
 from solarforensics.population.fingerprint import fingerprint_model
 from solarforensics.population.index import Entry, Index
 from solarforensics.population.record import Fingerprint
+from solarforensics.sources.interrupt import worker_pool
 
 RETRIES = 1
 FORWARDED_ENV = ("HF_ENDPOINT", "SOLARFORENSICS_CACHE", "SOLARFORENSICS_RETRIES", "HF_HUB_DISABLE_TELEMETRY",
@@ -95,7 +96,7 @@ def fingerprint_all(specs: list[str], index: Index, options: OpenOptions | None 
 
 
 def _on_threads(specs, options, known, workers, _address):
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with worker_pool(workers) as pool:
         pending = {pool.submit(fingerprint_one, spec, options, known): (spec, 1) for spec in specs}
         while pending:
             for future in as_completed(list(pending)):

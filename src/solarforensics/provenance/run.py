@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +15,13 @@ import torch
 from solarforensics.errors import BudgetError, ForensicsError, SpecError
 from solarforensics.evidence.tokenizer import shared_token_map
 from solarforensics.metrics.device import default_accumulation, describe_device, dtype_name, resolve_device
-from solarforensics.models import OpenOptions, check_memory, open_models
+from solarforensics.models import OpenOptions, check_memory, open_models, same_source_warning
 from solarforensics.provenance.battery import cka, corroborative, identity, matching, norm_gains, residual_alignment
 from solarforensics.provenance.battery.layer_alignment import align_layers
 from solarforensics.provenance.battery.residual_alignment import Alignment
 from solarforensics.provenance.verdict import decide, load_thresholds
 from solarforensics.provenance.weights import NORMS, ModelWeights, not_applicable, proportional_pairs
+from solarforensics.sources.interrupt import worker_pool
 
 TESTS = ("identity", "norm-gains", "residual-alignment", "cka", "cka-q", "matching", "corroborative")
 NEEDS = {"cka": ("residual-alignment",), "cka-q": ("residual-alignment",), "matching": ("residual-alignment",)}
@@ -74,7 +74,8 @@ def provenance_models(request: ProvenanceRequest, options: OpenOptions | None = 
     thresholds = load_thresholds(request.thresholds)
     device = resolve_device(request.device)
     source_a, source_b = open_models([request.a, request.b], options)
-    warnings: list[str] = []
+    same = same_source_warning(source_a, source_b, request.a, request.b)
+    warnings: list[str] = [same] if same else []
     a, b = (_weights(label, source, warnings) for label, source in (("A", source_a), ("B", source_b)))
     token_ids, token_reason = _token_rows(a, b, request) if "residual-alignment" in chosen else (None, None)
     plan = _plan(a, b, chosen, token_ids)
@@ -92,6 +93,9 @@ def provenance_models(request: ProvenanceRequest, options: OpenOptions | None = 
     run = _Battery(a, b, chosen, request, thresholds, device, timings)
     fields = run.everything(token_reason)
     verdict = decide(fields["tests"], fields["not_tested"], thresholds)
+    nonfinite = [text for text in run.nonfinite_statements if text]
+    warnings += nonfinite
+    verdict["statements"] = [*([same] if same else []), *verdict["statements"], *nonfinite]
     timings["total_s"] = time.perf_counter() - started
     return {
         "models": {"a": request.a, "b": request.b},
@@ -115,6 +119,7 @@ def _weights(label: str, source, warnings: list[str]) -> ModelWeights:
         return ModelWeights(label, source, None, {}, [], {})
     if weights.family.warning:
         warnings.append(f"{source.name}: {weights.family.warning}")
+    warnings += [f"{source.name}: {line}" for line in weights.family.config_disagreements(source.config, source.tensors)]
     return weights
 
 
@@ -198,7 +203,7 @@ def _read(a: ModelWeights, b: ModelWeights, plan: dict, token_ids, progress: Pro
             tick(w.embed_rows.numel() * w.embed_rows.element_size())
 
     ids_a, ids_b = token_ids if token_ids else (None, None)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with worker_pool(2) as pool:
         futures = [pool.submit(one, a, plan["names_a"], ids_a), pool.submit(one, b, plan["names_b"], ids_b)]
         for future in futures:
             future.result()
@@ -221,6 +226,8 @@ class _Battery:
 
     def everything(self, token_reason: str | None) -> dict:
         seed, device = self.request.seed, self.device
+        first = [self._timed("identity", identity.identity_test, self.a, self.b)] if "identity" in self.chosen else []
+        self.nonfinite_statements = [_zero_nonfinite(w) for w in (self.a, self.b)]  # identity saw the bytes as stored
         alignment = self._timed("residual-alignment", self._align, token_reason) if "residual-alignment" in \
             self.chosen else None
         usable = alignment if alignment is not None else self._unaligned()
@@ -248,8 +255,7 @@ class _Battery:
                                           seed=seed, device=device))
             self.tests.append(self._timed("corroborative", corroborative.std_curve_test, self.a, self.b, pairs,
                                           seed=seed))
-        if "identity" in self.chosen:
-            self.tests.insert(0, self._timed("identity", identity.identity_test, self.a, self.b))
+        self.tests = first + self.tests
         not_tested = [{"name": t, "reason": "not selected (--tests)"} for t in TESTS if t not in self.chosen]
         not_tested += [{"name": t["name"], "reason": t["notes"]} for t in self.tests if not t["applicable"]]
         return {"tests": self.tests, "not_tested": not_tested, "layer_matrices": self.matrices,
@@ -293,6 +299,15 @@ class _Battery:
         self.tests.append(row)
         self.matrices.update(records)
         return layers
+
+
+def _zero_nonfinite(w: ModelWeights) -> str | None:
+    tensors, values, names = w.zero_nonfinite()
+    if not tensors:
+        return None
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"{w.label} ({w.source.name}): {tensors} tensor(s) hold {values:,} NaN/Inf values ({shown}); the identity "
+            "test compared them as stored, every other test with those values set to 0")
 
 
 def _alignment_record(alignment: Alignment | None, layers: dict | None, pairing: str) -> dict:

@@ -45,7 +45,9 @@ class ModelWeights:
                 layers.add(match.layer)
             for part in family.fused[match.role].parts if match.role in family.fused else ():
                 fused_from[(part, match.layer)] = match.role
-        return cls(label, source, family, family.dims(source.config), sorted(layers), names, fused_from)
+        dims = family.dims(source.config)
+        dims["hidden_size"] = family.hidden_from_weights(source.tensors) or dims["hidden_size"]  # weights win
+        return cls(label, source, family, dims, sorted(layers), names, fused_from)
 
     # -- what exists ---------------------------------------------------------------------------------------------
 
@@ -69,6 +71,22 @@ class ModelWeights:
                 if self.has(role, layer):
                     out.append(self.stored_name(role, layer))
         return list(dict.fromkeys(out))
+
+    def zero_nonfinite(self) -> tuple[int, int, list[str]]:
+        """Set NaN/Inf values of the held tensors to 0 in place; (tensors, values, names) of what was changed. The
+        tests need finite numbers (eigen-solvers do not converge on NaN); the caller reports what was replaced."""
+        tensors = values = 0
+        names = []
+        held = [(name, t) for name, t in self.tensors.items()] + [("embedding rows", self.embed_rows)]
+        for name, t in held:
+            if t is None or not t.is_floating_point():
+                continue
+            bad = int(t.numel() - torch.isfinite(t).sum())
+            if bad:
+                t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+                tensors, values = tensors + 1, values + bad
+                names.append(name)
+        return tensors, values, names
 
     @property
     def hidden(self) -> int | None:

@@ -83,20 +83,26 @@ def group_stats(doc: dict, group: str) -> dict:
 
 
 def lesson_banner(doc: dict, groups: list[str], names: dict) -> Banner:
-    """One line per group: raw cosine — centered — shuffle null — within-model baseline, side by side."""
-    baselines = doc.get("baselines") or {}
-    shuffle = baselines.get("shuffle") or {}
-    within = baselines.get("within_model") or {}
-    reference = baselines.get("reference_null") or {}
+    """One line per group: raw cosine — centered — its own shuffle null — within-model baseline, side by side."""
     lines = []
     for group in groups:
+        baselines = plots.group_baselines(doc, group)
+        shuffle = baselines.get("shuffle") or {}
+        within = baselines.get("within_model") or {}
+        reference = baselines.get("reference_null") or {}
         stats = group_stats(doc, group)
+        if not stats.get("n"):
+            lines.append(f"{group}: nothing to compare — {fmt_int(stats.get('only_in_a') or 0)} tensors only in A, "
+                         f"{fmt_int(stats.get('only_in_b') or 0)} only in B (listed below)")
+            continue
         parts = [f"raw cosine {fmt_num(stats.get('cosine_mean'))}", f"centered {fmt_num(stats.get('pearson_mean'))}"]
         if shuffle:
             parts.append(
                 f"shuffle null mean {fmt_num(shuffle.get('null_mean'))} "
                 f"(q05 {fmt_num(shuffle.get('null_q05'))}, q95 {fmt_num(shuffle.get('null_q95'))})"
             )
+        else:
+            parts.append("no joint shuffle null (see the per-pair p)")
         if within.get("a") or within.get("b"):
             a_base, b_base = within.get("a") or {}, within.get("b") or {}
             metric = a_base.get("metric") or b_base.get("metric")
@@ -113,17 +119,28 @@ def lesson_banner(doc: dict, groups: list[str], names: dict) -> Banner:
 
 
 def nulls_table(doc: dict, groups: list[str], names: dict) -> Table:
-    """Every score in the raw and centered columns beside the backgrounds it must be read against."""
-    baselines = doc.get("baselines") or {}
+    """Every score in the raw and centered columns beside the backgrounds of its own group."""
     rows = []
+    note = None
     for group in groups:
+        label = f" ({group})" if len(groups) > 1 else ""
         stats = group_stats(doc, group)
         rows.append([f"A vs B ({group})", fmt_num(stats.get("cosine_mean")), fmt_num(stats.get("pearson_mean")),
                      fmt_p(stats.get("p_aggregate"), stats.get("log10_p_aggregate"))])
+        baselines = plots.group_baselines(doc, group)
+        rows += _background_rows(baselines, label, names)
+        within = baselines.get("within_model")
+        note = note or ((within.get("excluded_note") or None) if isinstance(within, dict) else None)
+    return Table("Scores beside their nulls", ["comparison", "raw cosine", "centered (Pearson)", "p / note"],
+                 rows, [False, True, True, False], note)
+
+
+def _background_rows(baselines: dict, label: str, names: dict) -> list[list[str]]:
+    rows = []
     reference = baselines.get("reference_null") or {}
     if reference:
         rows.append([
-            f"reference null: independent vectors, same mean/std ({fmt_int(reference.get('draws'))} draws)",
+            f"reference null{label}: independent vectors, same mean/std ({fmt_int(reference.get('draws'))} draws)",
             _mean_std(reference.get("cosine_mean"), reference.get("cosine_std")),
             _mean_std(reference.get("pearson_mean"), reference.get("pearson_std")), "",
         ])
@@ -134,42 +151,47 @@ def nulls_table(doc: dict, groups: list[str], names: dict) -> Table:
         statistic = str(shuffle.get("statistic") or "statistic")
         raw_cell, centered_cell = (band, "") if _is_raw(statistic) else ("", band)
         rows.append([
-            f"shuffle null of {statistic} ({fmt_int(shuffle.get('permutations'))} permutations)", raw_cell,
+            f"shuffle null{label} of {statistic} ({fmt_int(shuffle.get('permutations'))} permutations)", raw_cell,
             centered_cell, f"observed {fmt_num(shuffle.get('observed'))}, "
             f"p {fmt_p(shuffle.get('p_value'), shuffle.get('log10_p_value'))}",
         ])
     within = baselines.get("within_model") or {}
     for side in ("a", "b"):
-        base = within.get(side)
+        base = within.get(side) if isinstance(within, dict) else None
         if isinstance(base, dict):
             metric = str(base.get("metric") or "")
             cell = f"{_mean_std(base.get('mean'), base.get('std'))} (n={fmt_int(base.get('n'))})"
             raw_cell, centered_cell = (cell, "") if _is_raw(metric) else ("", cell)
-            rows.append([f"within-model baseline {side.upper()} ({names[side]}), {metric}", raw_cell, centered_cell,
-                         str(base.get("pairs_note") or "")])
+            rows.append([f"within-model baseline{label} {side.upper()} ({names[side]}), {metric}", raw_cell,
+                         centered_cell, str(base.get("pairs_note") or "")])
     for control in baselines.get("controls") or []:
         vs = str(control.get("vs", "?"))
-        rows.append([f"control {control.get('model')} vs {vs.upper()} ({names.get(vs, vs)})",
+        rows.append([f"control{label} {control.get('model')} vs {vs.upper()} ({names.get(vs, vs)})",
                      fmt_num(control.get("cosine_mean")), fmt_num(control.get("pearson_mean")),
                      f"n={fmt_int(control.get('n'))}"])
-    note = (within.get("excluded_note") or None) if isinstance(within, dict) else None
-    return Table("Scores beside their nulls", ["comparison", "raw cosine", "centered (Pearson)", "p / note"],
-                 rows, [False, True, True, False], note)
+    for text in baselines.get("notes") or []:
+        group, _, why = str(text).partition(": ")
+        rows.append([f"not computed ({group})" if why else "not computed", "", "", why or str(text)])
+    return rows
 
 
 def baseline_facts(doc: dict, names: dict) -> list[Block]:
-    """Details of the shuffle null (seed, spread) that do not fit the side-by-side table."""
-    shuffle = (doc.get("baselines") or {}).get("shuffle") or {}
-    if not shuffle:
-        return []
-    return [Facts("Shuffle null", [
-        ("statistic", str(shuffle.get("statistic"))),
-        ("observed", fmt_num(shuffle.get("observed"))),
-        ("null mean ± std", _mean_std(shuffle.get("null_mean"), shuffle.get("null_std"))),
-        ("null q05 … q95", f"{fmt_num(shuffle.get('null_q05'))} … {fmt_num(shuffle.get('null_q95'))}"),
-        ("p-value", fmt_p(shuffle.get("p_value"), shuffle.get("log10_p_value"))),
-        ("permutations, seed", f"{fmt_int(shuffle.get('permutations'))}, seed {shuffle.get('seed')}"),
-    ])]
+    """Details of each group's shuffle null (seed, spread) that do not fit the side-by-side table."""
+    blocks: list[Block] = []
+    groups = group_names(doc)
+    for group in groups:
+        shuffle = plots.group_baselines(doc, group).get("shuffle") or {}
+        if not shuffle:
+            continue
+        blocks.append(Facts("Shuffle null" + (f" ({group})" if len(groups) > 1 else ""), [
+            ("statistic", str(shuffle.get("statistic"))),
+            ("observed", fmt_num(shuffle.get("observed"))),
+            ("null mean ± std", _mean_std(shuffle.get("null_mean"), shuffle.get("null_std"))),
+            ("null q05 … q95", f"{fmt_num(shuffle.get('null_q05'))} … {fmt_num(shuffle.get('null_q95'))}"),
+            ("p-value", fmt_p(shuffle.get("p_value"), shuffle.get("log10_p_value"))),
+            ("permutations, seed", f"{fmt_int(shuffle.get('permutations'))}, seed {shuffle.get('seed')}"),
+        ]))
+    return blocks
 
 
 def group_summary_table(doc: dict, groups: list[str]) -> Table:
@@ -235,6 +257,8 @@ def row_note(row: dict) -> str:
         count = row.get(f"nonfinite_{side}")
         if isinstance(count, int) and count > 0:
             notes.append(f"{count:,} NaN/Inf in {side.upper()}")
+    if row.get("finite_only"):
+        notes.append("numbers over positions finite in both only")
     return "; ".join(notes)
 
 

@@ -17,6 +17,17 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 _LAYER_PREFIX = re.compile(r"^.*?\b(?:layers|layer|h|blocks|blk|block)\.\d+\.")
 
 
+def group_baselines(doc: dict, group: str) -> dict:
+    """The backgrounds computed for one group (`baselines.by_group`), or the document's single set when it has no
+    per-group ones (documents written before they existed)."""
+    baselines = doc.get("baselines") if isinstance(doc.get("baselines"), dict) else {}
+    by_group = baselines.get("by_group")
+    if isinstance(by_group, dict):
+        own = by_group.get(group)
+        return own if isinstance(own, dict) else {}
+    return baselines
+
+
 def has_layer_profile(doc: dict, group: str) -> bool:
     """True when the group has at least two layers with both cosines to draw."""
     return len({layer for layer, _, _, _ in _profile_points(doc, group)}) >= 2
@@ -35,7 +46,7 @@ def layer_profile_png(doc: dict, group: str) -> bytes:
     series: dict[str, list[tuple[int, float, float]]] = {}
     for layer, role, cosine, pearson in _profile_points(doc, group):
         series.setdefault(role, []).append((layer, cosine, pearson))
-    baselines = doc.get("baselines") or {}
+    baselines = group_baselines(doc, group)
     shuffle = baselines.get("shuffle") or {}
     if _numbers(shuffle.get("null_q05"), shuffle.get("null_q95")):
         axes.axhspan(shuffle["null_q05"], shuffle["null_q95"], color=NULL_COLOR, alpha=0.3, lw=0,

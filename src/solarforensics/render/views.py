@@ -1,9 +1,11 @@
 """Turn any results document into a Report: banners, the kind's own blocks, then how the run was made."""
 
+import dataclasses
 import re
 import shlex
 from typing import Any
 
+from solarforensics.errors import inert
 from solarforensics.render import plots
 from solarforensics.render.blocks import Banner, Block, Bullets, Facts, Figure, Report, Table
 from solarforensics.render.case_view import case_blocks
@@ -20,7 +22,24 @@ MATRIX_METRICS = ("pearson", "cosine", "identical_fraction", "n_tensors")
 
 
 def build_report(doc: Any, index: int = 1) -> Report:
-    """The blocks for one document; never raises on odd content (unknown kinds get a generic view)."""
+    """The blocks for one document, every string made inert (model-derived text reaches every renderer through
+    here); never raises on odd content (unknown kinds get a generic view)."""
+    report = _laid_out(doc, index)
+    return Report(inert(report.title), report.anchor, [_inert_block(block) for block in report.blocks])
+
+
+def _inert_block(block: Block) -> Block:
+    def clean(value):
+        if isinstance(value, str):
+            return inert(value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(clean(item) for item in value)
+        return value
+
+    return dataclasses.replace(block, **{f.name: clean(getattr(block, f.name)) for f in dataclasses.fields(block)})
+
+
+def _laid_out(doc: Any, index: int) -> Report:
     if not isinstance(doc, dict):
         return Report(f"Document {index}", f"doc-{index}", [Facts("Content", [("value", fmt_value(doc, 400))])])
     kind = str(doc.get("kind", "unknown"))

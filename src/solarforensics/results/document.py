@@ -1,5 +1,6 @@
 """The versioned results document: build, scrub, validate, write atomically, read back."""
 
+import hashlib
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
-from solarforensics.errors import ResultsError
+from solarforensics.errors import UNSAFE_FOR_TERMINALS, ResultsError, redact
 
 SCHEMA_VERSION = 1
 KINDS = ("compare", "matrix", "inspect", "provenance", "validation", "case", "arch", "tokenizer", "license",
@@ -52,7 +53,7 @@ PROVENANCE_TEST_KEYS = ("name", "applicable", "statistic", "null", "p_value", "l
 VERDICTS = ("derived", "independent", "inconclusive")
 
 _SECRET_OPTIONS = ("--token", "--hf-token")
-_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{10,}")
+_JSON_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in UNSAFE_FOR_TERMINALS if ord(c) >= 0x20}
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -92,7 +93,7 @@ def scrub_argv(argv: Sequence[str]) -> list[str]:
                 scrubbed.append(arg)
                 hide_next = True
             continue
-        scrubbed.append(_HF_TOKEN.sub("***", arg))
+        scrubbed.append(redact(arg))
     return scrubbed
 
 
@@ -144,8 +145,11 @@ def to_json_value(value: Any, where: str = "document") -> Any:
 
 
 def dumps_document(doc: dict) -> str:
-    """The document as the JSON text `write_document` writes (also for `--json`)."""
-    return json.dumps(to_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The document as the JSON text `write_document` writes (also for `--json`). JSON escapes C0 controls itself;
+    the other characters a terminal acts on (C1 controls, DEL, bidi overrides) are written as \\u escapes too, so
+    printing the JSON, or `cat`-ing the file, shows them instead of obeying them. The data is unchanged."""
+    text = json.dumps(to_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return text.translate(_JSON_ESCAPES)
 
 
 def protected_dirs() -> list[Path]:
@@ -155,7 +159,7 @@ def protected_dirs() -> list[Path]:
     cache_home = Path(env("XDG_CACHE_HOME") or Path.home() / ".cache")
     dirs = [env("SOLARFORENSICS_CACHE"), env("HF_HOME") or cache_home / "huggingface", env("HF_HUB_CACHE"),
             env("HUGGINGFACE_HUB_CACHE"), cache_home / "solarforensics"]
-    return [Path(d).expanduser().resolve() for d in dirs if d]
+    return [_expanded(Path(d)).resolve() for d in dirs if d]
 
 
 def check_output_path(path: Path) -> Path:
@@ -163,12 +167,19 @@ def check_output_path(path: Path) -> Path:
     path = Path(path)
     if path.name in ("", ".", "..") or "\x00" in str(path):
         raise ResultsError(f"cannot write {str(path)!r}: not a file name")
-    resolved = path.expanduser().resolve()
+    resolved = _expanded(path).resolve()
     for cache in protected_dirs():
         if resolved == cache or cache in resolved.parents:
             raise ResultsError(f"refusing to write {path} inside the cache {cache}",
                                "choose an output path outside the caches (see --out)")
     return path
+
+
+def _expanded(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError:  # ~user of no such user: the path as typed
+        return path
 
 
 def path_inside(directory: Path, name: str) -> Path:
@@ -298,15 +309,23 @@ def _check_row(row: Any, keys: Sequence[str], where: str) -> list[str]:
     return [f"{where} is missing {', '.join(missing)}"] if missing else []
 
 
-def slugify(name: str) -> str:
-    """A file-name-safe form of a model spec: no '/', no '..', only [A-Za-z0-9._-]."""
+def slugify(name: str, limit: int = 80) -> str:
+    """A file-name-safe form of a model spec: no '/', no '..', only [A-Za-z0-9._-]. A name too long is cut and given
+    a short hash of the whole spec, so two specs differing only at the end keep different names (other lossy
+    replacements are caught when writing: results_path never replaces a different run's results)."""
     text = name.strip()
     if text.startswith("hf:"):
         text = text[3:]
     text = text.strip("/\\").replace("/", "--").replace("\\", "--")
     text = _UNSAFE_NAME_CHARS.sub("-", text)
     text = re.sub(r"\.{2,}", ".", text).strip(".-")
-    return text[:80] or "model"
+    if len(text) <= limit:
+        return text or "model"
+    return f"{text[:limit - 13].rstrip('.-')}-{_short_hash(name)}"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def default_out_path(
@@ -317,7 +336,58 @@ def default_out_path(
     stem = "-vs-".join(names) if kind == "compare" else "-".join([kind, *names])
     if groups:
         stem += "-" + "_".join(slugify(group) for group in groups)
-    return Path(root) / f"{stem[:200]}.json"
+    if len(stem) > 200:  # cut, but never so that two runs share a name: the hash covers the whole stem
+        stem = f"{stem[:187]}-{_short_hash(stem)}"
+    return Path(root) / f"{stem}.json"
+
+
+def results_path(out: Path | None, kind: str, models: Sequence[str], groups: Sequence[str] = ()) -> Path:
+    """Where a run writes its results, checked before any work: `--out` as given, else the default name — or, when a
+    file of that name holds another run's results (other models or groups), the first free `<name>-2`, `-3`, ...:
+    a run never silently replaces a different run's results."""
+    if out is not None:
+        return check_writable(Path(out))
+    base = default_out_path(kind, models, groups)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.stem}-{n}{base.suffix}")
+        if not candidate.exists() or _same_run(candidate, kind, models, groups):
+            return check_writable(candidate)
+    raise ResultsError(f"no free results name beside {base}", "give --out")
+
+
+def _same_run(path: Path, kind: str, models: Sequence[str], groups: Sequence[str]) -> bool:
+    """Whether the results file at `path` came from a run of this kind on these models and groups (as far as the
+    document records them); an unreadable file is never taken for ours."""
+    try:
+        doc = read_document(path)
+    except ResultsError:
+        return False
+    recorded = doc.get("models")
+    if isinstance(recorded, dict):
+        recorded = [recorded.get("a"), recorded.get("b")]
+    if isinstance(recorded, list) and [str(m) for m in recorded] != [str(m) for m in models]:
+        return False
+    wanted = [g.strip() for group in groups for g in str(group).split(",") if g.strip()]
+    return doc.get("kind") == kind and (not wanted or doc.get("groups") == wanted)
+
+
+def check_writable(path: Path) -> Path:
+    """`path`, refused with a ResultsError before any work when a results file cannot be written there: inside a
+    cache, a folder, or in a place where no file can be created (checked by creating and removing a probe)."""
+    path = check_output_path(path)
+    if path.is_dir():
+        raise ResultsError(f"cannot write {path}: it is a folder", "give a file name with --out")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    probe = folder / f".{path.name[:100]}.{secrets.token_hex(6)}.probe.tmp"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc} ({folder})",
+                           "choose a writable place with --out; nothing was read yet") from None
+    return path
 
 
 def _remove_quietly(name: str) -> None:

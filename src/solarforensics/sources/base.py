@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from solarforensics.errors import FormatError, NotFoundError
+from solarforensics.errors import FormatError, NotFoundError, redact
 from solarforensics.sources.cache import RangeCache
 from solarforensics.sources.ranges import (
     DEFAULT_MAX_GAP,
@@ -61,7 +61,7 @@ class Provenance:
             "kind": self.kind,
             "repo": self.repo,
             "path": self.path,
-            "endpoint": self.endpoint,
+            "endpoint": redact(self.endpoint) if self.endpoint else None,
             "requested_revision": self.requested_revision,
             "resolved_commit": self.resolved_commit,
             "files": [vars(f).copy() for f in sorted(self.files.values(), key=lambda f: f.name)],

@@ -19,6 +19,13 @@ def read_file_range(path: Path, start: int, end: int) -> bytearray:
     return buf
 
 
+def model_boundary(folder: Path) -> Path:
+    """Where a model folder's files may live: the folder itself (resolved), or, for a snapshot in huggingface_hub's
+    cache (models--owner--name/snapshots/<sha>/, whose files link to ../../blobs/), the repo's cache folder."""
+    resolved = folder.resolve()
+    return resolved.parent.parent if resolved.parent.name == "snapshots" else resolved
+
+
 class LocalSource(TensorSource):
     """A checkpoint folder (sharded or not) or one .safetensors file."""
 
@@ -34,8 +41,10 @@ class LocalSource(TensorSource):
             if not path.name.endswith(".safetensors"):
                 raise FormatError(f"{path}: not a .safetensors file or a checkpoint folder")
             self.root, shards, weight_map = path.parent, [path.name], None
+            self.boundary = path.resolve()  # the file the user named, wherever it links to, and nothing else
         else:
             self.root = path
+            self.boundary = model_boundary(path)
             files = self.list_files()
             shards, weight_map = weight_files(files, self.read_json, str(path))
         if max_gap is not None:
@@ -60,18 +69,33 @@ class LocalSource(TensorSource):
         return tensors
 
     def list_files(self) -> list[str]:
-        return sorted(
-            str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+        """The folder's own files (never its subfolders'), leaving out hidden ones and links leading out of it."""
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and self._inside(p.name))
+
+    def _inside(self, file: str) -> Path | None:
+        """`root / file` if it is a file that resolves inside the model's boundary, else None: a LICENSE, config or
+        shard that links to /etc/passwd or another user's files is never read."""
+        path = self.root / file
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, a broken link, a link loop
+            return None
+        if resolved != self.boundary and self.boundary not in resolved.parents:
+            return None
+        return path if resolved.is_file() else None
 
     def _fetch(self, file: str, start: int, end: int) -> bytearray:
-        buf = read_file_range(self.root / file, start, end)
+        path = self._inside(file)
+        if path is None:
+            raise FormatError(f"{self.root / file}: not a file inside the model folder (a link out of it is never "
+                              "followed)")
+        buf = read_file_range(path, start, end)
         self.provenance.count(nbytes=len(buf), requests=1, ranges=1)
         return buf
 
     def _read_small(self, filename: str, max_bytes: int) -> bytes | None:
-        path = self.root / filename
-        if not path.is_file():
+        path = self._inside(filename)
+        if path is None:
             return None
         if path.stat().st_size > max_bytes:
             raise FormatError(f"{path}: {path.stat().st_size:,} bytes, over the {max_bytes:,}-byte limit for {filename}")

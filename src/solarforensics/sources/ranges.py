@@ -1,14 +1,15 @@
 """Byte ranges: coalesce the spans of the selected tensors into few requests, fetch them concurrently, split them back."""
 
-import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-DEFAULT_MAX_GAP = int(os.environ.get("SOLARFORENSICS_MAX_GAP", 1 << 20))  # read through gaps up to 1 MiB
-DEFAULT_MAX_SPAN = int(os.environ.get("SOLARFORENSICS_MAX_SPAN", 64 << 20))  # but keep each request under 64 MiB
-DEFAULT_OVERREAD = float(os.environ.get("SOLARFORENSICS_OVERREAD", 0.02))  # read at most 2% extra bytes in gaps
-DEFAULT_WORKERS = int(os.environ.get("SOLARFORENSICS_WORKERS", 16))
+from solarforensics.sources.interrupt import check_cancelled, worker_pool
+from solarforensics.sources.settings import setting
+
+DEFAULT_MAX_GAP = setting("SOLARFORENSICS_MAX_GAP")  # read through gaps up to 1 MiB
+DEFAULT_MAX_SPAN = setting("SOLARFORENSICS_MAX_SPAN")  # but keep each request under 64 MiB
+DEFAULT_OVERREAD = setting("SOLARFORENSICS_OVERREAD")  # read at most 2% extra bytes in gaps
+DEFAULT_WORKERS = setting("SOLARFORENSICS_WORKERS")
 
 
 @dataclass
@@ -72,17 +73,14 @@ def fetch_spans(
     """Fetch every span (concurrently) and hand each one's bytes to `deliver` as soon as it arrives."""
 
     def one(span: Span) -> None:
+        check_cancelled()
         deliver(span, memoryview(fetch(span.file, span.start, span.end)))
 
     if workers <= 1 or len(spans) <= 1:
         for span in spans:
             one(span)
         return
-    with ThreadPoolExecutor(max_workers=min(workers, len(spans))) as pool:
-        futures = [pool.submit(one, span) for span in spans]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # one clear error, not a pile of doomed requests
-            raise
+    # On an error the pool cancels what has not started: one clear error, not a pile of doomed requests.
+    with worker_pool(min(workers, len(spans))) as pool:
+        for future in [pool.submit(one, span) for span in spans]:
+            future.result()

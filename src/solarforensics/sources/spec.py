@@ -16,6 +16,14 @@ _HUB_GGUF_SPEC = re.compile(
 _FILE_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
 
 
+def local_path(spec: str) -> Path:
+    """The spec as a local path, `~` expanded when it names a home (`~nobody/x` with no such user stays as typed)."""
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError:
+        return Path(spec)
+
+
 def parse_hub_spec(spec: str) -> tuple[str, str | None] | None:
     """(repo, revision) for a Hub spec, None if the spec is not one."""
     match = _HUB_SPEC.match(spec.strip())
@@ -39,7 +47,7 @@ def open_source(
 
     if not spec or not spec.strip():
         raise SpecError("empty model spec", "give a Hub id (owner/name[@rev]), an alias, a folder or a .safetensors file")
-    path = Path(spec).expanduser()
+    path = local_path(spec)
     if not spec.startswith("hf:") and path.exists():
         if path.is_file() and path.name.endswith(".gguf"):
             return GGUFSource(path, spec=spec, max_gap=max_gap, workers=workers)
