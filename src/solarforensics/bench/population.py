@@ -65,7 +65,10 @@ def bench_replicas(read: str | None = None) -> dict:
                 fp, _ = fingerprint_model(repo, options)
                 stats = server.stats()
                 figures[repo].update(read_bytes=fp.meta["cost"]["bytes_read"], requests=stats["requests"],
-                                     resolves=stats["by_kind"].get("resolve", 0),
+                                     # every file request is a GET or HEAD on /resolve, which the Hub rate-limits
+                                     resolves=sum(n for k, n in stats["by_kind"].items() if k in ("head", "range", "get")),
+                                     api_calls=sum(n for k, n in stats["by_kind"].items()
+                                                   if k in ("model_info", "tree", "paths_info", "commits")),
                                      seconds=round(time.perf_counter() - started, 1),
                                      stored_bytes=len(fp.to_entry().data) + len(fp.to_entry().prefilter))
     return figures
