@@ -20,10 +20,11 @@ import math
 
 import torch
 
+from solarforensics.metrics.cka import u_center
 from solarforensics.metrics.matching import assign, rank_test
 from solarforensics.metrics.stats import fisher_combine, summarize
 from solarforensics.population.record import Fingerprint
-from solarforensics.population.sketch import square, u_center
+from solarforensics.population.sketch import square
 
 MIN_COMMON = 16  # shared probes below which the CKA is not attempted
 NULL_DRAWS = 20

@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from solarforensics.metrics.cka import u_center
 from solarforensics.population.probes import probe_tokens
 from solarforensics.provenance.weights import ModelWeights
 
@@ -218,17 +219,3 @@ def prefilter_vectors(per_layer: list[dict[str, torch.Tensor]], probes: list[tup
         if not all(torch.isnan(r).all() for r in rows):
             out[f"prefilter.{reader}"] = torch.stack(rows).to(torch.float16)
     return out
-
-
-def u_center(k: torch.Tensor) -> torch.Tensor:
-    """U-centering (diagonal zeroed, rows and columns centred): its inner products are unbiased HSIC."""
-    n = k.shape[0]
-    k = k.clone()
-    k.fill_diagonal_(0)
-    rows = k.sum(dim=0)
-    total = rows.sum()
-    k -= rows[:, None] / (n - 2)
-    k -= rows[None, :] / (n - 2)
-    k += total / ((n - 1) * (n - 2))
-    k.fill_diagonal_(0)
-    return k
