@@ -309,3 +309,21 @@ def test_tokenizer_reads_both_gguf_vocabularies(ggufs, cli_all, tmp_path):
     if code and "has no tokenizer.json" in stderr:
         pytest.xfail("the tokenizer analysis does not read GGUF vocabularies yet (source.gguf_vocab())")
     assert code == 0, stderr
+
+
+def test_real_gguf_models_are_fingerprinted_indexed_and_scanned(ggufs, cli_all, tmp_path):
+    """SmolLM2 and Gemma 3 in one index: a re-packaged SmolLM2 (the same weights under another name) is found as
+    derived from SmolLM2, and Gemma 3 is not related to it."""
+    import shutil
+
+    copy = tmp_path / "repackaged" / "smol-copy.gguf"
+    copy.parent.mkdir()
+    shutil.copyfile(ggufs["smol"], copy)
+    index = tmp_path / "index.sqlite"
+    doc = run_json(cli_all, "fingerprint", ggufs["smol"], ggufs["gemma"], "--index", index, "--out", tmp_path / "f.json")
+    assert [r["status"] for r in doc["fingerprints"]] == ["new", "new"]
+    scan = run_json(cli_all, "scan", copy, "--index", index, "--out", tmp_path / "s.json")
+    verdicts = {Path(c["model"]).name: c["verdict"] for c in scan["candidates"]}
+    assert verdicts[ggufs["smol"].name] == "derived" and verdicts[ggufs["gemma"].name] == "independent"
+    gemma = next(c for c in scan["candidates"] if Path(c["model"]).name == ggufs["gemma"].name)
+    assert gemma["similarity"] < 0.05  # whitened: the two models' shared token geometry is divided out

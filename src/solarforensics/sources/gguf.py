@@ -124,6 +124,15 @@ class _GGUFTensors:
         buf = b"".join(bytes(fetched[spans[r]]) for r in stored)
         return dequantize(buf, ref.dtype, (len(rows), *ref.shape[1:]))
 
+    def read_row_blocks(self, blocks: dict[str, list[int]], progress=None) -> dict[str, torch.Tensor]:
+        """Rows of several tensors, each through read_rows (quantised blocks dequantised, RoPE rows un-permuted)."""
+        out = {}
+        for name, rows in blocks.items():
+            out[name] = self.read_rows(name, rows)
+            if progress:
+                progress(len(rows) * (self.ref(name).nbytes // max(self.ref(name).shape[0], 1)))
+        return out
+
     def _rope_heads(self, name: str) -> int | None:
         """The head count to un-permute this tensor's rows over, or None if it is not a permuted Q/K weight."""
         heads_key = _QK.get(name.rsplit(".", 2)[-2] + ".weight") if name.startswith("blk.") else None
