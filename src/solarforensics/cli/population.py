@@ -136,7 +136,7 @@ def fingerprint(
     from solarforensics.render.formatting import fmt_bytes
 
     def done(outcome) -> None:
-        if as_json:
+        if as_json or len(models) == 1:  # one model: the result (or the one error line) says it all
             return
         row = outcome.row()
         if outcome.status == "failed":
@@ -154,6 +154,9 @@ def fingerprint(
         where, total = db.path, len(db.specs())
     rows = [o.row() for o in outcomes]
     failed = [r for r in rows if r["status"] == "failed"]
+    if len(failed) == len(rows):  # nothing fingerprinted: no results document, only why
+        raise ForensicsError(f"{len(failed)} of {len(rows)} models could not be fingerprinted: "
+                             + "; ".join(f"{r['model']}: {r['error']}" for r in failed[:3]))
     fields = {"models": models, "index": {"path": str(where), "fingerprints": total},
               "fingerprints": rows, "runner": "ray" if ray else "threads", "ray_address": ray,
               "complete": not failed, "timings": {"total_s": time.perf_counter() - started},

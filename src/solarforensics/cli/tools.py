@@ -7,7 +7,7 @@ import typer
 
 from solarforensics.cli.app import app, bench_app, err, hub_app, out
 from solarforensics.cli.options import Device, MaxGap, Workers
-from solarforensics.errors import ForensicsError
+from solarforensics.errors import ForensicsError, NotFoundError
 from solarforensics.localhub.faults import FAULT_HELP, FAULT_SYNTAX, PARAMETER_HELP
 
 FAULTS = (f"Inject a fault, {FAULT_SYNTAX} (repeatable; COUNT -1 = every matching request), e.g. "
@@ -93,6 +93,9 @@ def bench_population(
     """Fingerprint read plans on the full-scale replicas, scan ranking over 1,000 fingerprints, crawl threads vs Ray."""
     from solarforensics.bench.population import bench_crawl, bench_replicas, bench_scan
     from solarforensics.render.listing import print_figures
+
+    if zoo is not None and not zoo.is_dir():
+        raise NotFoundError(f"no zoo folder {zoo}", "build one first: solarforensics zoo build DIR --forest")
 
     print_figures(out, "bench population: fingerprint plans on the full-scale replicas", bench_replicas(read))
     print_figures(out, "bench population: scan pre-filter over an index", bench_scan())
