@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Iterable
 
 NEARER = 0.25  # a parent must be nearer the root than its child by this share of their distance
 RELATED_SIMILARITY = 0.2  # the similarity given to a pair found related only by signatures or unit order
@@ -81,8 +82,9 @@ def build_tree(members: list[str], sim: dict[frozenset, float], age: dict[str, f
     return {"root": root, "parents": parents}
 
 
-def families(nodes: list[str], related: set[frozenset]) -> list[list[str]]:
-    """Connected components of the related pairs (each a sorted list), largest first."""
+def families(nodes: list[str], related: Iterable[Iterable[str]]) -> list[list[str]]:
+    """Connected components of the related pairs (each a sorted list), largest first; a pair naming a model that is
+    not among `nodes` joins nothing."""
     parent = {n: n for n in nodes}
 
     def find(n: str) -> str:
@@ -93,7 +95,8 @@ def families(nodes: list[str], related: set[frozenset]) -> list[list[str]]:
 
     for pair in related:
         a, b = tuple(pair)
-        parent[find(a)] = find(b)
+        if a in parent and b in parent:
+            parent[find(a)] = find(b)
     groups: dict[str, list[str]] = {}
     for n in nodes:
         groups.setdefault(find(n), []).append(n)

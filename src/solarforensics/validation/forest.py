@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from solarforensics.errors import FormatError
+from solarforensics.population import tree
 from solarforensics.validation import lineage_metrics as lm
 from solarforensics.validation import peer
 
@@ -136,24 +137,6 @@ def targets_met(report: dict) -> dict:
             "independent_pairs": report["independent_pairs"] >= TARGETS["independent_pairs"]}
 
 
-def _components(names: list[str], links: Iterable[tuple[str, str]]) -> list[list[str]]:
-    """Connected components (union-find), each in the order of `names`."""
-    parent = {n: n for n in names}
-
-    def find(n: str) -> str:
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-    for a, b in links:
-        if a in parent and b in parent:
-            parent[find(a)] = find(b)
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(find(n), []).append(n)
-    return list(groups.values())
-
-
 def card_lineage(forest_manifest: dict) -> dict:
     """The lineage the Hub's card metadata alone claims: an edge from every declared base_model (confidence 1),
     families joined along them, roots where nothing is declared (the baseline a weight test has to beat)."""
@@ -164,7 +147,7 @@ def card_lineage(forest_manifest: dict) -> dict:
         for parent in [declared] if isinstance(declared, str) else declared or []:
             edges.append({"parent": parent, "child": m["name"], "confidence": 1.0, "evidence": "card base_model"})
     names = [m["name"] for m in models]
-    return {"kind": "lineage", "families": _components(names, ((e["parent"], e["child"]) for e in edges)),
+    return {"kind": "lineage", "families": tree.families(names, ((e["parent"], e["child"]) for e in edges)),
             "edges": edges, "roots": [m["name"] for m in models if not m.get("declared_base_model")]}
 
 
@@ -194,7 +177,7 @@ def modeldna_lineage(zoo_dir: str | Path, forest_manifest: dict, exe: str | None
                           "evidence": f"modeldna scan: best other candidate, p {best['probability']:.3f} "
                                       f"(the scan's verdict: {best['verdict']})"})
     names = [m["name"] for m in models]
-    predicted = {"kind": "lineage", "families": _components(names, [tuple(p) for p in related]), "edges": edges,
+    predicted = {"kind": "lineage", "families": tree.families(names, [tuple(p) for p in related]), "edges": edges,
                  "roots": sorted(set(names) - {e["child"] for e in edges})}
     return {"tool": "modeldna", "ran": True, "executable": exe, "seconds": scans["seconds"],
             "errors": scans["errors"], "predicted": predicted,
