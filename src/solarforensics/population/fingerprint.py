@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from solarforensics.errors import ForensicsError, SelectionError, SpecError
+from solarforensics.evidence.card import parse_front_matter
 from solarforensics.evidence.tokenizer import read_vocabulary
 from solarforensics.models import OpenOptions, open_model
 from solarforensics.population import sketch
@@ -155,15 +156,6 @@ def _base_models(value) -> list[str]:
 
 
 def _local_card(source: TensorSource) -> dict:
-    """The YAML front matter of a local folder's README.md (what the Hub serves as cardData)."""
+    """The front matter of a local folder's README.md (what the Hub serves as cardData)."""
     text = source.read_text("README.md") if source.provenance.kind == "local" else None
-    if not text or not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    import yaml
-
-    try:
-        data = yaml.safe_load(text[3:end]) if end > 0 else None
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return parse_front_matter(text or "")[0] or {}

@@ -24,7 +24,7 @@ from solarforensics.metrics.cka import u_center
 from solarforensics.metrics.matching import assign, rank_test
 from solarforensics.metrics.stats import fisher_combine, summarize
 from solarforensics.population.record import Fingerprint
-from solarforensics.population.sketch import square
+from solarforensics.population.sketch import inverse_sqrt, square
 
 MIN_COMMON = 16  # shared probes below which the CKA is not attempted
 NULL_DRAWS = 20
@@ -50,21 +50,25 @@ class View:
         self.hidden = int(fp.meta.get("arch", {}).get("hidden_size") or self.a["probe_gram"].shape[0] * 2)
 
     def whitener(self, index: torch.Tensor) -> torch.Tensor:
-        k0 = self.a["probe_gram"].to(torch.float64)[index][:, index]
-        values, vectors = torch.linalg.eigh(k0)
-        keep = values > 1e-8 * values.max()
-        return (vectors[:, keep] / values[keep].sqrt()[None, :]) @ vectors[:, keep].T
+        return inverse_sqrt(self.a["probe_gram"].to(torch.float64)[index][:, index])
+
+    def whitened(self, reader: str, layer: int, index: torch.Tensor, white: torch.Tensor) -> torch.Tensor | None:
+        """One layer's whitened Gram of a reader on the probes `index` (None where the layer lacks the reader)."""
+        scale = float(self.a[f"scale.{reader}"][layer])
+        if math.isnan(scale):
+            return None
+        g = square(self.a[f"gram.{reader}"][layer], scale, len(self.probes))[index][:, index]
+        return white @ g @ white
 
     def grams(self, reader: str, index: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
         """[L, n*n] unit-norm U-centred whitened Grams on the probes `index`; a row of NaN where the layer lacks it."""
-        tri, scales, n_all = self.a[f"gram.{reader}"], self.a[f"scale.{reader}"], len(self.probes)
         rows = []
         for layer in range(len(self.layers)):
-            if math.isnan(float(scales[layer])):
+            g = self.whitened(reader, layer, index, white)
+            if g is None:
                 rows.append(torch.full((len(index) ** 2,), math.nan, dtype=torch.float64))
                 continue
-            g = square(tri[layer], float(scales[layer]), n_all)[index][:, index]
-            u = u_center(white @ g @ white).reshape(-1)
+            u = u_center(g).reshape(-1)
             rows.append(u / u.norm().clamp_min(1e-300))
         return torch.stack(rows)
 
@@ -304,11 +308,10 @@ def spectral_entropy(fp: Fingerprint) -> float:
     white = view.whitener(index)
     values = []
     for reader in view.readers:
-        tri, scales = view.a[f"gram.{reader}"], view.a[f"scale.{reader}"]
         for layer in range(len(view.layers)):
-            if math.isnan(float(scales[layer])):
+            g = view.whitened(reader, layer, index, white)
+            if g is None:
                 continue
-            g = white @ square(tri[layer], float(scales[layer]), len(view.probes))[index][:, index] @ white
             e = torch.linalg.eigvalsh((g + g.T) / 2).clamp_min(0)
             p = e[e > 0] / e.sum()
             values.append(float(-(p * p.log()).sum()))

@@ -31,15 +31,7 @@ class ScanRequest:
 
 def prefilter_score(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float | None:
     """Approximate invariant CKA along the best layer map, from the projected core-string Grams."""
-    scores = []
-    for key, va in a.items():
-        vb = b.get(key)
-        if vb is None:
-            continue
-        m = (va.to(torch.float32).nan_to_num(0) @ vb.to(torch.float32).nan_to_num(0).T)
-        rows, cols = m.max(dim=1).values.mean(), m.max(dim=0).values.mean()
-        scores.append(float(max(rows, cols)))
-    return sum(scores) / len(scores) if scores else None
+    return rank_prefilters(a, [b])[0]
 
 
 def rank_prefilters(query: dict[str, torch.Tensor], others: list[dict[str, torch.Tensor]]) -> list[float | None]:
@@ -91,14 +83,15 @@ def scan_model(request: ScanRequest, options: OpenOptions | None = None, progres
         scored = [(score if score is not None else -1.0, spec, meta) for score, (spec, meta, _) in zip(scores, rows)]
         scored.sort(key=lambda s: (-s[0], s[1]))
         ranked = time.perf_counter()
-        chosen = [s for s in scored[: request.top]]
+        chosen = scored[: request.top]
+        top = {spec for _, spec, _ in chosen}
         width = query.meta["arch"].get("hidden_size")
         same_width = [s for s in scored[request.top:] if s[2].get("arch", {}).get("hidden_size") == width]
         chosen += same_width[: request.signature_candidates]
         fps = {spec: Fingerprint.from_entry(index.get(spec)) for _, spec, _ in chosen}
     results = {spec: lean.compare(query, fp, seed=request.seed) for spec, fp in fps.items()}
-    results = {s: r for s, r in results.items() if s in dict((x[1], 0) for x in scored[: request.top]) or
-               r["verdict"] != "independent"}  # width-only extras are listed when they found something
+    # models compared only for their width are listed when they found something
+    results = {s: r for s, r in results.items() if s in top or r["verdict"] != "independent"}
     compared = time.perf_counter()
     relations = _relations(query, {s: fps[s] for s, r in results.items() if r["verdict"] == "derived"}, results,
                            request.seed)

@@ -138,6 +138,14 @@ def int8_grid_share(rows: torch.Tensor) -> float:
     return float(((steps - steps.round()).abs() < 1e-3).all(dim=1).double().mean())
 
 
+def inverse_sqrt(gram: torch.Tensor) -> torch.Tensor:
+    """K^-1/2 on the range of a symmetric PSD Gram: whitening by it puts rows in the orthonormal frame closest to
+    them (Löwdin), the same frame whatever orthogonal map the residual stream went through."""
+    values, vectors = torch.linalg.eigh(gram)
+    keep = values > 1e-8 * values.max()
+    return (vectors[:, keep] / values[keep].sqrt()[None, :]) @ vectors[:, keep].T
+
+
 def triangle(g: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Upper triangle (diagonal included) scaled to unit maximum, as half floats, and the scale."""
     i = torch.triu_indices(g.shape[0], g.shape[0])
@@ -196,10 +204,7 @@ def prefilter_vectors(per_layer: list[dict[str, torch.Tensor]], probes: list[tup
         return {}
     index = torch.tensor([c[0] for c in core])
     place = torch.tensor([c[1] for c in core])
-    k0 = x[index] @ x[index].T
-    values, vectors = torch.linalg.eigh(k0)
-    keep = values > 1e-8 * values.max()
-    white = (vectors[:, keep] / values[keep].sqrt()[None, :]) @ vectors[:, keep].T
+    white = inverse_sqrt(x[index] @ x[index].T)
     n = len(CORE_STRINGS)
     projection = torch.randn(n * n, PREFILTER_DIM, generator=torch.Generator().manual_seed(20260101),
                              dtype=torch.float64) / math.sqrt(PREFILTER_DIM)
