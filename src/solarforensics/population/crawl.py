@@ -1,8 +1,8 @@
 """Fingerprinting many models: concurrently on this machine, or one Ray task per model on a cluster.
 
-Only the driver writes the index (one transaction per finished model, so a crash keeps what finished). A task that
-fails is retried (Ray: `max_retries`; locally: once more) and then reported with its one-line reason; its model is
-never half-written. Workers get an explicit runtime environment (the Hub endpoint and cache settings), never the
+Only the driver writes the index (one transaction per finished model, so a crash keeps what finished). Network
+faults are retried inside each request (SOLARFORENSICS_RETRIES); a Ray task whose worker dies is retried once
+(`max_retries`); a model that still fails is reported with its one-line reason and never half-written. Workers get an explicit runtime environment (the Hub endpoint and cache settings), never the
 working tree; a token reaches a local cluster through the environment it inherits, never through task arguments.
 """
 
@@ -96,23 +96,12 @@ def fingerprint_all(specs: list[str], index: Index, options: OpenOptions | None 
 
 
 def _on_threads(specs, options, known, workers, _address):
+    # Network faults are retried inside every request, under SOLARFORENSICS_RETRIES; a model that still fails is
+    # reported, not tried again here (that would multiply the user's retry bound).
     with worker_pool(workers) as pool:
-        pending = {pool.submit(fingerprint_one, spec, options, known): (spec, 1) for spec in specs}
-        while pending:
-            for future in as_completed(list(pending)):
-                spec, attempt = pending.pop(future)
-                outcome = future.result()
-                if outcome.status == "failed" and attempt <= RETRIES and _transient(outcome.error):
-                    pending[pool.submit(fingerprint_one, spec, options, known)] = (spec, attempt + 1)
-                    continue
-                outcome.attempts = attempt
-                yield outcome
-                break
-
-
-def _transient(error: str | None) -> bool:
-    text = (error or "").lower()
-    return any(w in text for w in ("timed out", "connection", "429", "503", "502", "reset", "unreachable"))
+        futures = [pool.submit(fingerprint_one, spec, options, known) for spec in specs]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def _on_ray(specs, options, known, workers, address):
