@@ -4,22 +4,20 @@ any commit (files with their git blob ids and LFS object ids), and small text fi
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from huggingface_hub import HfApi, get_token, hf_hub_url
+from huggingface_hub import hf_hub_url
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import get_session, hf_raise_for_status
 
-from solarforensics import __version__
 from solarforensics.errors import FormatError, SpecError
 from solarforensics.sources import hub
 from solarforensics.sources.base import Provenance
 from solarforensics.sources.http import with_retries
-from solarforensics.sources.hub import DEFAULT_ENDPOINT, hub_errors, split_credentials
+from solarforensics.sources.hub import hub_client, hub_errors
 from solarforensics.sources.spec import local_path, parse_hub_spec
 
 MAX_LISTED = 10_000  # commits listed at most; a longer history is cut here and the cut is stated
@@ -57,13 +55,7 @@ class HubHistory:
         self.repo, revision = parsed
         self.revision = revision or "main"
         # As for a HubSource: credentials in the endpoint become a header, the token lives only in headers.
-        self.endpoint, basic = split_credentials(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
-        token = token if token is not None else get_token()
-        extra = {"authorization": basic} if basic else None
-        self._headers = build_hf_headers(token=token or False, library_name="solarforensics",
-                                         library_version=__version__, headers=extra)
-        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics",
-                          library_version=__version__, headers=extra)
+        self.endpoint, self._headers, self._api = hub_client(endpoint, token)
         self.provenance = Provenance(spec=spec, kind="hub", repo=self.repo, endpoint=self.endpoint,
                                      requested_revision=self.revision)
 

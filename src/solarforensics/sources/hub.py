@@ -113,6 +113,21 @@ def _first_line(err: Exception) -> str:
     return text[0][:200] if text else ""
 
 
+def hub_client(endpoint: str | None, token: str | None) -> tuple[str, dict, HfApi]:
+    """(endpoint without credentials, request headers, HfApi) for an endpoint (default $HF_ENDPOINT, else the Hub)."""
+    # Credentials written into the endpoint (http://user:pass@host) leave the URL for a Basic Authorization header,
+    # as httpx would send them: the URL that is logged, recorded and shown in errors then holds none.
+    endpoint, basic = split_credentials(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
+    token = token if token is not None else get_token()
+    # The token lives only in these headers: never in URLs, logs, errors or results.
+    extra = {"authorization": basic} if basic else None
+    headers = build_hf_headers(token=token or False, library_name="solarforensics", library_version=__version__,
+                               headers=extra)
+    api = HfApi(endpoint=endpoint, token=token or False, library_name="solarforensics", library_version=__version__,
+                headers=extra)
+    return endpoint, headers, api
+
+
 class HubSource(TensorSource):
     """A model repo on the Hub, pinned to one commit."""
 
@@ -131,16 +146,7 @@ class HubSource(TensorSource):
         check_repo_id(repo)
         self.repo, self.name = repo, repo
         self.spec = spec or repo
-        # Credentials written into the endpoint (http://user:pass@host) leave the URL for a Basic Authorization
-        # header, as httpx would send them: the URL that is logged, recorded and shown in errors then holds none.
-        self.endpoint, basic = split_credentials(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
-        token = token if token is not None else get_token()
-        # The token lives only in these headers: never in URLs, logs, errors or results.
-        extra = {"authorization": basic} if basic else None
-        self._headers = build_hf_headers(token=token or False, library_name="solarforensics",
-                                         library_version=__version__, headers=extra)
-        self._api = HfApi(endpoint=self.endpoint, token=token or False, library_name="solarforensics",
-                          library_version=__version__, headers=extra)
+        self.endpoint, self._headers, self._api = hub_client(endpoint, token)
         if max_gap is not None:
             self.max_gap = max_gap
         if workers is not None:
