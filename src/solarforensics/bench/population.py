@@ -17,7 +17,7 @@ import torch
 
 from solarforensics.localhub.server import HubServer
 from solarforensics.models import OpenOptions, open_model
-from solarforensics.population import sketch
+from solarforensics.provenance import sketch
 from solarforensics.population.index import Index
 from solarforensics.population.record import Fingerprint
 from solarforensics.population.scan import rank_prefilters

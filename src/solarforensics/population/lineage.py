@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from solarforensics.population import lean, tree
+from solarforensics.population import tree
+from solarforensics.provenance import lean
 from solarforensics.population.record import Fingerprint
 from solarforensics.population.scan import prefilter_score
 

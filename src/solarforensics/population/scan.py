@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load as load_arrays
 
 from solarforensics.models import OpenOptions
-from solarforensics.population import lean, tree
+from solarforensics.population import tree
+from solarforensics.provenance import lean
 from solarforensics.population.fingerprint import fingerprint_model
 from solarforensics.population.index import Index
 from solarforensics.population.record import Fingerprint

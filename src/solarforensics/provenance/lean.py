@@ -17,14 +17,14 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
 from solarforensics.metrics.cka import u_center
 from solarforensics.metrics.matching import assign, rank_test
 from solarforensics.metrics.stats import fisher_combine, summarize
-from solarforensics.population.record import Fingerprint
-from solarforensics.population.sketch import inverse_sqrt, square
+from solarforensics.provenance.sketch import inverse_sqrt, square
 
 MIN_COMMON = 16  # shared probes below which the CKA is not attempted
 NULL_DRAWS = 20
@@ -37,6 +37,14 @@ DEFAULT_THRESHOLDS = {
     "signature_quiet": 4.0,  # and below this (when it ran), with nothing else firing: independent
     "min_common_independent": 32,  # fewer shared probes: independence is not claimed from the CKA
 }
+
+
+class Fingerprint(Protocol):
+    """What the lean battery reads: a model's sketch arrays and its meta (population.record.Fingerprint, or the
+    partial sketches of a provenance run in progress)."""
+
+    meta: dict
+    arrays: dict[str, torch.Tensor]
 
 
 class View:

@@ -25,7 +25,7 @@ import math
 import torch
 
 from solarforensics.metrics.cka import u_center
-from solarforensics.population.probes import probe_tokens
+from solarforensics.provenance.probes import probe_tokens
 from solarforensics.provenance.weights import ModelWeights
 
 HASHED_PROBES = 64  # bottom-k sample of the vocabulary, beside the core strings
@@ -39,7 +39,7 @@ UNITS = 64  # leading MLP units kept in token coordinates for the unit-order tes
 
 def select_probes(vocab) -> list[tuple[int, bytes, int]]:
     """(hash, surface, id): the core strings the vocabulary has, then the bottom-k hashed sample."""
-    from solarforensics.population.probes import surface_hash
+    from solarforensics.provenance.probes import surface_hash
 
     surfaces, _ = vocab.by_surface()
     core = [(surface_hash(s.encode()), s.encode(), surfaces[s.encode()]) for s in CORE_STRINGS
