@@ -4,6 +4,7 @@ history, the replicas with theirs), what each commit changed, text diffs, and th
 import json
 
 import pytest
+from gitrepos import bulk_commits, commit, git, init
 from huggingface_hub import HfApi, hf_hub_download
 from jsonschema import Draft202012Validator
 
@@ -11,7 +12,6 @@ import solarforensics.cli.evidence  # noqa: F401  (registers the commands)
 from solarforensics.localhub.store import FolderStore
 from solarforensics.replicas.store import replica_store
 from solarforensics.results.document import read_document, schema
-from gitrepos import bulk_commits, commit, git, init
 
 APACHE_HEAD = "                                 Apache License\n                           Version 2.0, January 2004\n"
 

@@ -4,12 +4,12 @@ from, the clause diff against that one, and `license --history` over a repo's re
 import json
 
 import pytest
+from gitrepos import commit, init
 
 import solarforensics.cli.evidence  # noqa: F401  (registers the commands)
 from solarforensics.checkpoints import build_checkpoint
 from solarforensics.evidence.license_db import load_database, starts_from
 from solarforensics.replicas.store import replica_store
-from gitrepos import commit, init
 
 DB = load_database()
 APPENDED = "You may not use the Model or its outputs to train any other large language model."

@@ -110,8 +110,8 @@ def test_index_export_import_rm_and_a_newer_schema(cli, hub, tmp_path):
 def test_a_model_of_no_known_family_and_a_silent_ray_address_are_one_line_each(cli, hub, tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"mystery.weight": torch.zeros(4, 4)}, str(folder / "model.safetensors"))
     code, _, err = cli("fingerprint", folder, "--index", tmp_path / "i.sqlite", "--out", tmp_path / "f.json")

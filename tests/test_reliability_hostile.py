@@ -3,7 +3,6 @@ never act on the terminal in any command or renderer; files outside a model fold
 or by `hub serve`; a folder spec is not searched recursively; repo ids huggingface_hub refuses are one clean line."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 

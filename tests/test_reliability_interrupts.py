@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from test_reliability_files import console_script, entry_problems, temp_files
 
 from solarforensics.sources import hub as hub_module
-from test_reliability_files import console_script, entry_problems, temp_files
 
 COMPARE = ("compare", "acme/a", "acme/b", "--tensors", "final-norm,attn-k,attn-v", "--permutations", "99",
            "--device", "cpu")

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from solarforensics.checkpoints import build_checkpoint, derive_checkpoint

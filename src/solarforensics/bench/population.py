@@ -17,10 +17,10 @@ import torch
 
 from solarforensics.localhub.server import HubServer
 from solarforensics.models import OpenOptions, open_model
-from solarforensics.provenance import sketch
 from solarforensics.population.index import Index
 from solarforensics.population.record import Fingerprint
 from solarforensics.population.scan import rank_prefilters
+from solarforensics.provenance import sketch
 from solarforensics.provenance.weights import ModelWeights
 
 REPLICAS = ("upstage/Solar-Open-100B", "zai-org/GLM-4.5-Air")

@@ -8,7 +8,16 @@ import typer
 
 from solarforensics.cli.app import app, finish, options, out, print_json
 from solarforensics.cli.options import (
-    Device, Endpoint, JsonOut, MaxGap, NoCache, OutFile, Seed, Workers, announce_permutations, permutations_option,
+    Device,
+    Endpoint,
+    JsonOut,
+    MaxGap,
+    NoCache,
+    OutFile,
+    Seed,
+    Workers,
+    announce_permutations,
+    permutations_option,
 )
 from solarforensics.cli.progress import byte_progress
 from solarforensics.errors import SpecError

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from solarforensics.datafiles import reference_path
-from solarforensics.errors import FormatError, NotFoundError, SpecError
+from solarforensics.errors import FormatError, NotFoundError
 from solarforensics.evidence.card import parse_front_matter
 from solarforensics.evidence.license_db import licence_text, load_database, starts_from
 from solarforensics.evidence.license_text import TERMS, compare_sections, title_line

@@ -16,8 +16,8 @@ from solarforensics.errors import ForensicsError, SelectionError, SpecError
 from solarforensics.evidence.card import parse_front_matter
 from solarforensics.evidence.tokenizer import read_vocabulary
 from solarforensics.models import OpenOptions, open_model
-from solarforensics.provenance import sketch
 from solarforensics.population.record import FORMAT_VERSION, Fingerprint
+from solarforensics.provenance import sketch
 from solarforensics.provenance.weights import ModelWeights
 from solarforensics.sources.base import TensorSource
 

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 
 from solarforensics.population import tree
-from solarforensics.provenance import lean
 from solarforensics.population.record import Fingerprint
 from solarforensics.population.scan import prefilter_score
+from solarforensics.provenance import lean
 
 PREFILTER_RELATED = 0.15  # pre-filter score above which a pair gets the whole lean battery
 

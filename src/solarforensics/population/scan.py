@@ -13,10 +13,10 @@ from safetensors.torch import load as load_arrays
 
 from solarforensics.models import OpenOptions
 from solarforensics.population import tree
-from solarforensics.provenance import lean
 from solarforensics.population.fingerprint import fingerprint_model
 from solarforensics.population.index import Index
 from solarforensics.population.record import Fingerprint
+from solarforensics.provenance import lean
 
 SIGNATURE_CANDIDATES = 32  # models of the query's width compared by signatures beyond the top candidates
 

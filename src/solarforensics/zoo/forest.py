@@ -19,8 +19,16 @@ from pathlib import Path
 
 from solarforensics.errors import FormatError, SpecError
 from solarforensics.zoo.architecture import Shape
-from solarforensics.zoo.build import (CORPUS_NOTE, MANIFEST, ZOO_VERSION, Pair, Recipe, Size, build_recipes,
-                                      read_manifest)
+from solarforensics.zoo.build import (
+    CORPUS_NOTE,
+    MANIFEST,
+    ZOO_VERSION,
+    Pair,
+    Recipe,
+    Size,
+    build_recipes,
+    read_manifest,
+)
 
 FOREST_VERSION = 1
 CARD_OWNER = "zoo"  # cards name parents as repo ids zoo/NAME, the repos `validate --via-hub` serves the folders as
