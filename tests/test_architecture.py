@@ -32,7 +32,7 @@ ALLOWED = {
     # The case writes its own report and plots, and the demo serves the replicas it runs on.
     "case": {"case", "comparison", "evidence", "provenance", "models", "sources", "results", "render", "localhub",
              "replicas"},
-    "bench": {"bench", "metrics", "sources", "families", "checkpoints", "localhub", "models", "evidence", "provenance",
+    "bench": {"bench", "metrics", "sources", "families", "checkpoints", "localhub", "models", "evidence", "provenance", "zoo",
               "population", "replicas"},
 }
 TOP_LEVEL = {"cli", "errors", "datafiles", "__init__", *ALLOWED}

@@ -1,4 +1,4 @@
-"""`provenance` on tiny models of known ancestry: copies, disguised fine-tunes, deeper copies, new vocabularies and
+"""The whole-matrix path (`provenance --full`) on tiny models of known ancestry: copies, disguised fine-tunes, deeper copies, new vocabularies and
 independent initialisations; what it reads, what it refuses, and pairs where nothing can be compared."""
 
 import json
@@ -47,7 +47,7 @@ def zoo(tmp_path_factory) -> dict[str, Path]:
 
 
 def run(a: Path, b: Path, **options) -> dict:
-    return provenance_models(ProvenanceRequest(str(a), str(b), device="cpu", **options))
+    return provenance_models(ProvenanceRequest(str(a), str(b), device="cpu", full=True, **options))
 
 
 def row(doc: dict, name: str) -> dict:
@@ -113,7 +113,7 @@ def test_a_disguised_moe_fine_tune_is_derived_by_router_matching(zoo):
 
 def test_the_bytes_are_planned_announced_and_kept_small(zoo):
     plans = []
-    doc = provenance_models(ProvenanceRequest(str(zoo["moe"]), str(zoo["moe-disguised"]), device="cpu"),
+    doc = provenance_models(ProvenanceRequest(str(zoo["moe"]), str(zoo["moe-disguised"]), device="cpu", full=True),
                             announce=plans.append)
     plan = plans[0]
     assert plan["planned_bytes"] == doc["planned_bytes"] and plan["checkpoint_bytes"] == doc["checkpoint_bytes"]
@@ -126,8 +126,8 @@ def test_the_bytes_are_planned_announced_and_kept_small(zoo):
 def test_a_budget_too_small_says_what_would_be_needed(zoo):
     plans = []
     with pytest.raises(BudgetError) as error:
-        provenance_models(ProvenanceRequest(str(zoo["base"]), str(zoo["copy"]), budget_bytes=1000, device="cpu"),
-                          announce=plans.append)
+        provenance_models(ProvenanceRequest(str(zoo["base"]), str(zoo["copy"]), budget_bytes=1000, device="cpu",
+                                            full=True), announce=plans.append)
     needed = plans[0]["planned_bytes"]
     assert error.value.message == f"provenance needs {needed:,} bytes of tensors, over the budget of 1,000"
     assert error.value.hint.startswith("per test: identity ") and "raise --budget-bytes" in error.value.hint
@@ -155,7 +155,7 @@ def test_the_command_prints_the_plan_on_stderr_and_the_document_on_stdout(zoo, t
 
     out = tmp_path / "prov.json"
     result = CliRunner().invoke(app, ["provenance", str(zoo["base"]), str(zoo["disguised"]), "--device", "cpu",
-                                      "--tests", "cka,norm-gains", "--json", "--out", str(out)])
+                                      "--tests", "cka,norm-gains", "--full", "--json", "--out", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["kind"] == "provenance" and doc["verdict"] == "derived"
@@ -172,7 +172,7 @@ def schema_errors(doc: dict) -> list[str]:
 
 def test_large_w_q_is_streamed_layer_by_layer_with_the_same_cka(zoo, monkeypatch):
     held = run(zoo["base"], zoo["disguised"], tests="cka-q")
-    monkeypatch.setattr("solarforensics.provenance.run.STREAM_ABOVE", 0)  # as if W_Q weighed gigabytes
+    monkeypatch.setattr("solarforensics.provenance.whole.STREAM_ABOVE", 0)  # as if W_Q weighed gigabytes
     streamed = run(zoo["base"], zoo["disguised"], tests="cka-q")
     assert streamed["layer_matrices"]["attn-q CKA"] == held["layer_matrices"]["attn-q CKA"]
     assert row(streamed, "attention-cka")["statistic"] == row(held, "attention-cka")["statistic"]

@@ -12,13 +12,14 @@ FAMILIES = {"llama": {"hidden_size": 128, "num_layers": 6}, "glm4_moe": {"hidden
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("full", [False, True], ids=["lean", "whole"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_p_values_of_independent_pairs_are_uniform(family, tmp_path):
+def test_p_values_of_independent_pairs_are_uniform(family, full, tmp_path):
     combined, per_test, verdicts = [], {}, []
     for pair in range(PAIRS):
         a = build_checkpoint(tmp_path / f"{pair}a", family, seed=10_000 + 2 * pair, overrides=FAMILIES[family])
         b = build_checkpoint(tmp_path / f"{pair}b", family, seed=10_001 + 2 * pair, overrides=FAMILIES[family])
-        doc = provenance_models(ProvenanceRequest(str(a), str(b), device="cpu", seed=pair))
+        doc = provenance_models(ProvenanceRequest(str(a), str(b), device="cpu", seed=pair, full=full))
         verdicts.append(doc["verdict"])
         combined.append(doc["p_value"])
         for test in doc["tests"]:

@@ -196,12 +196,14 @@ def _provenance(step: dict, ctx: StepContext) -> dict:
     from solarforensics.provenance.run import ProvenanceRequest
 
     request = ProvenanceRequest(ctx.spec(step["a"]), ctx.spec(step["b"]), tests=step.get("tests", "all"),
-                                budget_bytes=ctx.budget_left, device=ctx.device, seed=ctx.seed)
+                                budget_bytes=ctx.budget_left, device=ctx.device, seed=ctx.seed,
+                                full=bool(step.get("full", False)), max_layers=step.get("max_layers"))
 
     def announce(plan: dict) -> None:
         fraction = plan.get("fraction")
         share = f" ({100 * fraction:.2f}% of the two checkpoints)" if fraction else ""
-        ctx.announce(f"provenance will read {plan['planned_bytes']:,} bytes of tensors{share}")
+        most = "at most " if plan.get("looks") else ""
+        ctx.announce(f"provenance will read {most}{plan['planned_bytes']:,} bytes of tensors{share}")
 
     return provenance_models(request, ctx.options, announce=announce)
 

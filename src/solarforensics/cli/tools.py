@@ -81,6 +81,28 @@ def demo(
     out.print(f"report: {outcome.report_html}")
 
 
+@bench_app.command("provenance")
+def bench_provenance(
+    zoo: Annotated[Path | None, typer.Option("--zoo", help="Also run every labelled pair of this zoo through both "
+                                                           "paths.", show_default=False)] = None,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, max=60_000, help="Emulated latency of the local "
+                                                                                  "Hub.")] = 30,
+    no_full: Annotated[bool, typer.Option("--no-full", help="Only the lean path on the replicas (the whole-matrix "
+                                                            "path takes ~10 minutes per pair).")] = False,
+) -> None:
+    """The whole-matrix path (--full) beside the anytime lean path on the full-scale replicas, in one run: bytes,
+    bytes at the verdict, wall time, peak RSS, verdict and decisive tests of each."""
+    from solarforensics.bench.provenance import bench_replicas, bench_zoo
+    from solarforensics.render.listing import print_figures
+
+    if zoo is not None and not (zoo / "manifest.json").is_file():
+        raise NotFoundError(f"no zoo manifest in {zoo}", "build one first: solarforensics zoo build DIR")
+    print_figures(out, f"bench provenance: full-scale replicas (local Hub, {latency_ms} ms latency, no range cache)",
+                  bench_replicas(latency_ms, old=not no_full))
+    if zoo is not None:
+        print_figures(out, f"bench provenance: zoo {zoo}, lean vs whole path", bench_zoo(zoo))
+
+
 @bench_app.command("population")
 def bench_population(
     zoo: Annotated[Path | None, typer.Option("--zoo", help="A zoo folder to crawl threads vs Ray (e.g. a forest).",

@@ -65,6 +65,8 @@ def validate(
     index: Annotated[Path | None, typer.Option("--index", help="With --lineage: the index to fingerprint into "
                                                                "(default: a new one beside the results).",
                                                show_default=False)] = None,
+    full: Annotated[bool, typer.Option("--full", help="Run every pair through the whole-matrix provenance path "
+                                                      "(provenance --full; always so with --write-thresholds).")] = False,
     out_file: OutFile = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -84,7 +86,8 @@ def validate(
 
     announce_permutations(permutations, 999)
     request = ValidateRequest(str(zoo), seed=seed, permutations=permutations, peer=not no_peer,
-                              thresholds=str(thresholds) if thresholds else None, write_thresholds=write_thresholds)
+                              thresholds=str(thresholds) if thresholds else None, write_thresholds=write_thresholds,
+                              full=full)
     out_path = results_path(out_file, "validation", [zoo.name or "zoo"])
     if not via_hub:
         fields = validate_zoo(request)

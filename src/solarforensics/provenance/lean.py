@@ -164,7 +164,7 @@ def unit_test(a: View, b: View, ia: torch.Tensor, ib: torch.Tensor, layer_pairs:
     p, log10_p = fisher_combine(logs, log10=True)
     return {"name": name, "applicable": True, "statistic": sum(rhos) / len(rhos), "p_value": p,
             "matched_cosine": sum(matched) / len(matched),
-            "log10_p_value": log10_p, "layers": len(logs),
+            "log10_p_value": log10_p, "layers": len(logs), "per_layer_log10_p": logs,
             "notes": f"leading MLP units matched in whitened token coordinates; Spearman of the matching vs the "
                      f"identity over {len(logs)} layer(s), Fisher-combined (exact null: independent unit orders)"}
 

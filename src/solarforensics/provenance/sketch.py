@@ -131,6 +131,16 @@ def layer_sketch(w: ModelWeights, layer: int, x: torch.Tensor) -> dict[str, torc
     return out
 
 
+def layer_signatures(w: ModelWeights, layer: int) -> dict[str, torch.Tensor]:
+    """Only what needs no probe tokens (a model without a readable tokenizer): signatures per reader and gains."""
+    out = {f"signature.{reader}": w.folded(role, layer).norm(dim=0).clamp_min(1e-300).log()
+           for reader in READERS if (role := reader_role(w, reader, layer)) is not None}
+    for norm in ("attn_norm", "mlp_norm"):
+        if w.has(norm, layer):
+            out[f"gains.{norm}"] = w.gain(norm, layer)
+    return out
+
+
 def int8_grid_share(rows: torch.Tensor) -> float:
     """Share of rows whose values all sit on a symmetric int8 grid (max |w| / 127): a quantised copy is a leaf."""
     scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127

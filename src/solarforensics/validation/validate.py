@@ -35,6 +35,7 @@ class ValidateRequest:
     peer: bool = True
     thresholds: str | None = None  # the verdict.toml provenance runs with (default configs/verdict.toml)
     write_thresholds: bool = False  # rewrite that file with the values fitted on the training split
+    full: bool = False  # the whole-matrix provenance path (always, when fitting thresholds: they are its thresholds)
 
 
 def validate_zoo(request: ValidateRequest, progress: Progress | None = None, options: OpenOptions | None = None,
@@ -54,7 +55,8 @@ def validate_zoo(request: ValidateRequest, progress: Progress | None = None, opt
         spec_a, spec_b = (f"{hub_owner}/{p.name}" if hub_owner else str(p) for p in (path_a, path_b))
         t0 = time.perf_counter()
         doc = provenance_models(ProvenanceRequest(spec_a, spec_b, seed=request.seed, permutations=request.permutations,
-                                                  thresholds=request.thresholds), options)
+                                                  thresholds=request.thresholds,
+                                                  full=request.full or request.write_thresholds), options)
         row = {"a": pair["a"], "b": pair["b"], "label": pair["label"], "transformations": pair["transformations"],
                "verdict": doc["verdict"], "log10_p": doc["log10_p_value"], "decisive": doc["decisive"],
                "seconds": time.perf_counter() - t0,
