@@ -55,7 +55,9 @@ def describe(step: dict, roles: dict[str, str]) -> str:
         extra += f" --permutations {step['permutations']}" if "permutations" in step else ""
         return f"compare {names[0]} {names[1]} --tensors {step['tensors']}{extra}"
     if step["kind"] == "provenance":
-        return f"provenance {names[0]} {names[1]} --tests {step.get('tests', 'all')}"
+        extra = (" --full" if step.get("full") else "") + \
+            (f" --max-layers {step['max_layers']}" if step.get("max_layers") else "")
+        return f"provenance {names[0]} {names[1]} --tests {step.get('tests', 'all')}{extra}"
     if step["kind"] == "history":
         return f"history {names[0]}" + (f" --files {','.join(step['files'])}" if step.get("files") else "")
     if step["kind"] == "code":

@@ -36,6 +36,7 @@ from solarforensics.metrics.stats import format_p
 from solarforensics.models import OpenOptions, check_memory, open_models, same_source_warning
 from solarforensics.provenance import lean, sketch
 from solarforensics.provenance.battery import identity, matching, norm_gains, residual_alignment
+from solarforensics.provenance.battery.layer_alignment import layer_matrix_record
 from solarforensics.provenance.battery.residual_alignment import Alignment
 from solarforensics.provenance.pair import (
     ProvenanceRequest,
@@ -373,7 +374,8 @@ class _Run:
                 w.tensors.update(held)
                 self.nonfinite.append(_zero(w, held))
                 for layer in batch:
-                    sketches.per_layer[layer] = sketch.layer_sketch(w, layer, sketches.x) if sketches.x.shape[0] \
+                    sketches.per_layer[layer] = sketch.layer_sketch(w, layer, sketches.x, self.device) \
+                        if sketches.x.shape[0] \
                         else sketch.layer_signatures(w, layer)
         self.timings["sketch_s"] = self.timings.get("sketch_s", 0.0) + time.perf_counter() - started
         if "identity" in self.chosen:
@@ -436,7 +438,8 @@ class _Run:
         verdict = dict(self.verdict or decide_look([], self.thresholds, self.lean_t, 1, True, 0))
         verdict["statements"] = statements(verdict["verdict"], verdict["decisive"], verdict.pop("reasons"),
                                            verdict["p_value"], verdict["log10_p_value"], verdict.pop("contributing"),
-                                           not_tested)
+                                           not_tested, "the invariant CKA on shared probe tokens (blind to residual "
+                                                       "permutations and rotations)")
         verdict["statements"].insert(1, _look_statement(self.looks, self.decided_at))
         return {"tests": tests, "not_tested": not_tested, "layer_matrices": self._matrices(),
                 "alignment": self._alignment_record(), "verdict_fields": verdict}
@@ -445,10 +448,8 @@ class _Run:
         m = self.lean_fields.get("matrix")
         if m is None:
             return {}
-        la, lb = self.lean_fields["layers_a"], self.lean_fields["layers_b"]
-        return {"invariant CKA": {"kind": "cka", "layers_a": la, "layers_b": lb,
-                                  "values": [[None if math.isnan(v) else round(v, 6) for v in row]
-                                             for row in m.tolist()]}}
+        return {"invariant CKA": layer_matrix_record(m, self.lean_fields["layers_a"], self.lean_fields["layers_b"],
+                                                     "invariant cka")}
 
     def _alignment_record(self) -> dict:
         record: dict = {"method": self.alignment.method if self.alignment is not None else None,

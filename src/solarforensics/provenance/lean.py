@@ -180,7 +180,8 @@ def _assign_unbiased(similarity: torch.Tensor, seed: int):
 def _units(view: View, position: int, index: torch.Tensor, white: torch.Tensor) -> torch.Tensor | None:
     parts = [view.a[k][position].to(torch.float64)[:, index] @ white for k in ("units.gate", "units.up") if k in view.a]
     units = torch.cat(parts, dim=1)
-    return None if torch.isnan(units).any() else units
+    units = units[torch.isfinite(units).all(dim=1)]  # rows of NaN pad a layer narrower than the widest
+    return units if units.shape[0] >= 3 else None
 
 
 def _cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -96,32 +96,36 @@ def rms_rows(x: torch.Tensor) -> torch.Tensor:
 def unit_rows(y: torch.Tensor, reader: str, head_dim: int | None) -> torch.Tensor:
     """Free per-row scales removed: q/k per RoPE plane (rows j and j + head_dim/2 of a head rotate together, and a
     scaled rotation per plane keeps q·k), everything else row by row."""
+    tiny = torch.finfo(y.dtype).tiny
     if reader == "k" and head_dim and head_dim % 2 == 0 and y.shape[0] % head_dim == 0:
         h = y.reshape(-1, 2, head_dim // 2, y.shape[1])
-        return (h / h.pow(2).sum(dim=(1, 3), keepdim=True).sqrt().clamp_min(1e-300)).reshape(y.shape)
-    return y / y.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        return (h / h.pow(2).sum(dim=(1, 3), keepdim=True).sqrt().clamp_min(tiny)).reshape(y.shape)
+    return y / y.norm(dim=1, keepdim=True).clamp_min(tiny)
 
 
-def layer_sketch(w: ModelWeights, layer: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One layer's Grams [T, T] per reader, the leading units of gate/up [UNITS, T] and signatures [d] per reader."""
+def layer_sketch(w: ModelWeights, layer: int, x: torch.Tensor, device="cpu") -> dict[str, torch.Tensor]:
+    """One layer's Grams [T, T] per reader, the leading units of gate/up [UNITS, T] and signatures [d] per reader.
+    Products in float32 on `device` (CPU or CUDA; what is kept is stored in half floats anyway), results in float64
+    on the CPU."""
     out: dict[str, torch.Tensor] = {}
     head_dim = w.dims.get("head_dim")
+    probes = x.to(device, torch.float32)
     for reader in READERS:
         role = reader_role(w, reader, layer)
         if role is None:
             continue
-        folded = w.folded(role, layer)
+        folded = w.folded(role, layer, dtype=torch.float32, device=device)
         if reader in ("k", "v") and folded.shape[0] > MAX_ROWS:  # a fused tensor read whole: same rows as a split one
             keep = min(folded.shape[0], MAX_ROWS)
             folded = folded[: max(head_dim or 1, keep - keep % (head_dim or 1))]
         elif folded.shape[0] > MAX_ROWS:
             folded = folded[:MAX_ROWS]
-        y = folded @ x.T
+        y = folded @ probes.T
         normed = unit_rows(y, reader, head_dim)
-        out[f"gram.{reader}"] = normed.T @ normed
-        out[f"signature.{reader}"] = folded.norm(dim=0).clamp_min(1e-300).log()
+        out[f"gram.{reader}"] = (normed.T @ normed).to("cpu", torch.float64)
+        out[f"signature.{reader}"] = folded.norm(dim=0).to("cpu", torch.float64).clamp_min(1e-300).log()
         if reader in ("gate", "up"):
-            out[f"units.{reader}"] = y[:UNITS]
+            out[f"units.{reader}"] = y[:UNITS].to("cpu", torch.float64)
     for norm in ("attn_norm", "mlp_norm"):
         if w.has(norm, layer):
             out[f"gains.{norm}"] = w.gain(norm, layer)
@@ -191,11 +195,21 @@ def stack_layers(per_layer: list[dict[str, torch.Tensor]], layers: list[int], pr
             out[key] = torch.stack(values)
             out["scale." + key.removeprefix("gram.")] = torch.tensor(scales, dtype=torch.float64)
             continue
-        shape = next(d[key].shape for d in per_layer if key in d)
-        rows = [d[key].to(torch.float32) if key in d else torch.full(shape, math.nan) for d in per_layer]
+        shape = max((d[key].shape for d in per_layer if key in d), key=lambda s: tuple(s))
+        rows = [_padded(d[key].to(torch.float32), shape) if key in d else torch.full(shape, math.nan)
+                for d in per_layer]
         if key.startswith("units."):  # scaled per layer like the Grams: units in token coordinates vary in size
             rows = [r / r.abs().nan_to_num(0).max().clamp_min(1e-30) for r in rows]
         out[key] = torch.stack(rows).to(torch.float16)
+    return out
+
+
+def _padded(t: torch.Tensor, shape) -> torch.Tensor:
+    """`t` in a NaN-filled tensor of `shape` (layers with fewer MLP units than others: a narrow shared expert)."""
+    if tuple(t.shape) == tuple(shape):
+        return t
+    out = torch.full(tuple(shape), math.nan)
+    out[tuple(slice(0, n) for n in t.shape)] = t
     return out
 
 

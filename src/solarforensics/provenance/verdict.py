@@ -151,14 +151,14 @@ def decide(tests: list[dict], not_tested: list[dict], thresholds: dict) -> dict:
 
 
 def statements(verdict: str, decisive: list[str], reasons: list[str], p, log10_p, contributing: list[str],
-               not_tested: list[dict]) -> list[str]:
+               not_tested: list[dict], invariant: str = "attention CKA after residual alignment") -> list[str]:
     """Plain sentences for the summary: the verdict and why, the combined p, what was not tested, the limits."""
     out = []
     if verdict == "derived":
         out.append(f"Derived: decided by {', '.join(decisive)}.")
     elif verdict == "independent":
         out.append("Independent, within what weight tests can see: every test stayed near its null, including "
-                   "attention CKA after residual alignment.")
+                   f"{invariant}.")
     else:
         out.append(f"Inconclusive: {'; '.join(reasons)}.")
     if log10_p is not None:

@@ -1,5 +1,6 @@
 """What a `provenance` document shows: the verdict and why, every test beside its null, what was not tested, the
-alignment, the bytes read, the L x L heatmaps, the thresholds used and the limits of weight tests."""
+alignment, the bytes read (and, for the anytime path, each look), the L x L heatmaps, the thresholds used and the
+limits of weight tests."""
 
 from typing import Any
 
@@ -40,8 +41,13 @@ def provenance_blocks(doc: dict) -> list[Block]:
             ("planned (tensors and rows)", fmt_bytes(doc.get("planned_bytes"))),
             ("both checkpoints", fmt_bytes(doc.get("checkpoint_bytes"))),
             ("share of the checkpoints", _percent(doc.get("planned_fraction"))),
-            ("per test", fmt_value({k: fmt_bytes(v) for k, v in (doc.get("planned_bytes_per_test") or {}).items()})),
+            ("per test" if not doc.get("stages") else "per look",
+             fmt_value({k: fmt_bytes(v) for k, v in (doc.get("planned_bytes_per_test") or {}).items()})),
+            *([("read", fmt_bytes(doc.get("bytes_read"))), ("read until the verdict", fmt_bytes(doc.get("bytes_at_verdict"))),
+               ("share at the verdict", _percent(doc.get("fraction_at_verdict")))] if doc.get("stages") else []),
         ]))
+    if doc.get("stages"):
+        blocks.append(looks_table(doc))
     blocks += layer_matrix_blocks(doc)
     thresholds = doc.get("thresholds") or summary.get("thresholds")
     if isinstance(thresholds, dict) and thresholds:
@@ -65,6 +71,23 @@ def _banner_lines(doc: dict) -> list[str]:
     elif status:
         lines.append(f"thresholds: fitted ({doc['thresholds'].get('source') or 'source not recorded'})")
     return lines
+
+
+def looks_table(doc: dict) -> Table:
+    """The anytime path's looks in reading order: layers read, bytes, the verdict after each (— where never read)."""
+    rows = []
+    for look in doc.get("stages") or []:
+        if not isinstance(look, dict):
+            continue
+        layers = f"A {fmt_value(look.get('layers_a'))} / B {fmt_value(look.get('layers_b'))}" \
+            if look.get("layers_a") or look.get("layers_b") else "—"
+        rows.append([str(look.get("look")), layers, fmt_bytes(look.get("planned_bytes")),
+                     fmt_bytes(look.get("bytes_read")) if look.get("read") else "not read",
+                     str(look.get("verdict") or "—"), ", ".join(look.get("decisive") or []) or "—",
+                     fmt_num(look.get("seconds")) if look.get("read") else "—"])
+    return Table("Looks (read in this order; the run stops at the first decisive one)",
+                 ["look", "layers", "planned", "read", "verdict after it", "decisive", "seconds"], rows,
+                 [False, False, True, True, False, False, True])
 
 
 def tests_table(doc: dict) -> Table:
