@@ -35,7 +35,7 @@ ALLOWED = {
     "bench": {"bench", "metrics", "sources", "families", "checkpoints", "localhub", "models", "evidence", "provenance", "zoo",
               "population", "replicas"},
 }
-TOP_LEVEL = {"cli", "errors", "datafiles", "__init__", *ALLOWED}
+TOP_LEVEL = {"cli", "errors", "datafiles", "__init__", "__main__", *ALLOWED}
 
 
 def module_name(path: Path) -> str:

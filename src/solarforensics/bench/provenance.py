@@ -27,7 +27,7 @@ def run_child(argv: list[str], env: dict) -> dict:
     """One `solarforensics` command in a child process: its JSON document, wall seconds and peak RSS bytes."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "solarforensics.cli.main", *argv], stdout=out, stderr=err,
+        child = subprocess.Popen([sys.executable, "-m", "solarforensics", *argv], stdout=out, stderr=err,
                                  env=env)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started

@@ -128,3 +128,7 @@ def _interrupted() -> NoReturn:
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(130)  # a worker still blocked on the network: leave without waiting for its timeout
     sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -89,6 +89,7 @@ def bench_provenance(
                                                                                   "Hub.")] = 30,
     no_full: Annotated[bool, typer.Option("--no-full", help="Only the lean path on the replicas (the whole-matrix "
                                                             "path takes ~10 minutes per pair).")] = False,
+    replicas: Annotated[bool, typer.Option("--replicas/--no-replicas", help="Run the full-scale replica pairs.")] = True,
 ) -> None:
     """The whole-matrix path (--full) beside the anytime lean path on the full-scale replicas, in one run: bytes,
     bytes at the verdict, wall time, peak RSS, verdict and decisive tests of each."""
@@ -97,8 +98,9 @@ def bench_provenance(
 
     if zoo is not None and not (zoo / "manifest.json").is_file():
         raise NotFoundError(f"no zoo manifest in {zoo}", "build one first: solarforensics zoo build DIR")
-    print_figures(out, f"bench provenance: full-scale replicas (local Hub, {latency_ms} ms latency, no range cache)",
-                  bench_replicas(latency_ms, old=not no_full))
+    if replicas:
+        print_figures(out, f"bench provenance: full-scale replicas (local Hub, {latency_ms} ms latency, no range "
+                           "cache)", bench_replicas(latency_ms, old=not no_full))
     if zoo is not None:
         print_figures(out, f"bench provenance: zoo {zoo}, lean vs whole path", bench_zoo(zoo))
 

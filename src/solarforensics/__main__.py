@@ -1,0 +1,5 @@
+"""`python -m solarforensics`: the same command line as the `solarforensics` script."""
+
+from solarforensics.cli.main import main
+
+main()
