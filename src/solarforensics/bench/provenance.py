@@ -84,23 +84,35 @@ def bench_replicas(latency_ms: int = 30, pairs=REPLICA_PAIRS, old: bool = True) 
 
 
 def bench_zoo(zoo: Path) -> dict:
-    """Every labelled pair of a zoo through both paths (local folders): verdicts, decisive tests, bytes."""
-    from solarforensics.zoo.build import read_manifest
-
+    """Every labelled pair of a zoo through both paths (local folders): verdicts, decisive tests, bytes; and, over the
+    independent pairs, the running maximum of the lean statistics over every look (what early stopping must clear)."""
     manifest = read_manifest(zoo)
     rows, same, false_derived = {}, 0, 0
+    peak = {"invariant_cka": None, "signature_effect": None, "min_log10_p": None}
     env = dict(os.environ)
     for pair in manifest["pairs"]:
         a, b = (str(zoo / manifest["models"][pair[s]]["path"]) for s in ("a", "b"))
-        new = _figures(run_child(["provenance", a, b, "--json"], env))
+        lean_run = run_child(["provenance", a, b, "--json"], env)
+        new = _figures(lean_run)
         whole = _figures(run_child(["provenance", a, b, "--full", "--json"], env))
         agree = new.get("verdict") == whole.get("verdict")
         same += agree
         false_derived += pair["label"] == "independent" and new.get("verdict") == "derived"
+        if pair["label"] == "independent" and "doc" in lean_run:
+            for look in lean_run["doc"]["stages"]:
+                values = look.get("statistics") or {}
+                for key, value in (("invariant_cka", values.get("invariant_cka")),
+                                   ("signature_effect", values.get("signature_effect"))):
+                    if value is not None:
+                        peak[key] = value if peak[key] is None else max(peak[key], value)
+                if values.get("log10_p") is not None:
+                    low = peak["min_log10_p"]
+                    peak["min_log10_p"] = values["log10_p"] if low is None else min(low, values["log10_p"])
         rows[f"{pair['a']} / {pair['b']} ({pair['label']})"] = {
             "lean": f"{new.get('verdict')} [{new.get('decisive')}] log10p {new.get('log10_p')} "
-                    f"{new.get('bytes_read')} B",
+                    f"{new.get('bytes_at_verdict')}/{new.get('bytes_read')} B looks {new.get('looks')}",
             "whole": f"{whole.get('verdict')} [{whole.get('decisive')}] log10p {whole.get('log10_p')} "
                      f"{whole.get('bytes_read')} B",
             "same_verdict": agree}
-    return {"pairs": len(rows), "same_verdict": same, "lean_false_derived": false_derived, "by_pair": rows}
+    return {"pairs": len(rows), "same_verdict": same, "lean_false_derived": false_derived,
+            "independent_pairs_running_max_over_looks": peak, "by_pair": rows}

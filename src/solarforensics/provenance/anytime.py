@@ -23,6 +23,7 @@ shared-token embedding rows and the sketches; never a whole matrix of a big mode
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -66,12 +67,13 @@ class Look:
     decisive: list[str] = field(default_factory=list)
     bytes_read: int = 0
     seconds: float = 0.0
+    statistics: dict = field(default_factory=dict)  # what the verdict after this look read: CKA, signatures, p
 
     def row(self) -> dict:
         return {"look": self.name, "layers_a": self.layers_a, "layers_b": self.layers_b,
                 "planned_bytes": self.planned_bytes, "read": self.verdict is not None, "bytes_read": self.bytes_read,
                 "verdict": self.verdict,
-                "decisive": self.decisive, "seconds": round(self.seconds, 3)}
+                "decisive": self.decisive, "statistics": self.statistics, "seconds": round(self.seconds, 3)}
 
 
 class Sketches:
@@ -298,6 +300,7 @@ class _Run:
             look.bytes_read = self.done_bytes - before
             self.verdict = self._decide(last=index + 1 == len(self.looks))
             look.verdict, look.decisive = self.verdict["verdict"], self.verdict["decisive"]
+            look.statistics = self._statistics()
             look.seconds = time.perf_counter() - started
             if self.verdict["verdict"] == "derived":
                 self.decided_at = index
@@ -365,25 +368,28 @@ class _Run:
         self.tests["residual-alignment"] = residual_alignment.alignment_test(chosen, candidates, reasons)
 
     def _layers(self, look: Look) -> None:
+        """Read the look's layers a batch of each model at a time (batches at the same depths side by side), sketch
+        them, check identity of the rows read, and let the rows go: routers (small) stay for router matching."""
         a, b = self.a, self.b
         started = time.perf_counter()
-        for w, layers, sketches in ((a, look.layers_a, self.sketches[0]), (b, look.layers_b, self.sketches[1])):
-            for batch in _batches(w, layers):
-                rows = _layer_rows(w, batch)
-                held = w.source.read_row_blocks(rows, self._tick)
+        batches = itertools.zip_longest(_batches(a, look.layers_a), _batches(b, look.layers_b), fillvalue=[])
+        for batch_a, batch_b in batches:
+            for w, batch, sketches in ((a, batch_a, self.sketches[0]), (b, batch_b, self.sketches[1])):
+                if not batch:
+                    continue
+                held = w.source.read_row_blocks(_layer_rows(w, batch), self._tick)
                 w.tensors.update(held)
                 self.nonfinite.append(_zero(w, held))
                 for layer in batch:
                     sketches.per_layer[layer] = sketch.layer_sketch(w, layer, sketches.x, self.device) \
-                        if sketches.x.shape[0] \
-                        else sketch.layer_signatures(w, layer)
+                        if sketches.x.shape[0] else sketch.layer_signatures(w, layer)
+            if "identity" in self.chosen:
+                self.identity_rows.append(identity.identity_test(_only(a, batch_a), _only(b, batch_b)))
+            for w, batch in ((a, batch_a), (b, batch_b)):
+                for (role, layer), name in w.names.items():
+                    if layer in batch and role != "router" and role not in NORMS:
+                        w.tensors.pop(name, None)
         self.timings["sketch_s"] = self.timings.get("sketch_s", 0.0) + time.perf_counter() - started
-        if "identity" in self.chosen:
-            self.identity_rows.append(identity.identity_test(_only(a, look.layers_a), _only(b, look.layers_b)))
-        for w, layers in ((a, look.layers_a), (b, look.layers_b)):  # keep routers (small) for router matching
-            for name in [n for (role, layer), n in w.names.items() if layer in layers and role != "router"
-                         and role not in NORMS]:
-                w.tensors.pop(name, None)
         started = time.perf_counter()
         self._lean()
         self.timings["lean_s"] = self.timings.get("lean_s", 0.0) + time.perf_counter() - started
@@ -426,6 +432,13 @@ class _Run:
         return decide_look(self._rows(), self.thresholds, self.lean_t, len(self.looks), last,
                            min(len(self.sketches[0].per_layer), len(self.sketches[1].per_layer))
                            if self.sketches else 0)
+
+    def _statistics(self) -> dict:
+        """The running values the calibration of early stopping needs (invariant CKA, signature effect, log10 p)."""
+        cka, sig = self.tests.get("invariant-cka"), self.tests.get("signatures")
+        return {"invariant_cka": cka.get("statistic") if cka and cka.get("applicable") else None,
+                "signature_effect": sig.get("effect") if sig and sig.get("applicable") else None,
+                "log10_p": self.verdict["log10_p_value"] if self.verdict else None}
 
     def fields(self) -> dict:
         tests = self._rows()
