@@ -180,7 +180,8 @@ def _assign_unbiased(similarity: torch.Tensor, seed: int):
 def _units(view: View, position: int, index: torch.Tensor, white: torch.Tensor) -> torch.Tensor | None:
     parts = [view.a[k][position].to(torch.float64)[:, index] @ white for k in ("units.gate", "units.up") if k in view.a]
     units = torch.cat(parts, dim=1)
-    return None if torch.isnan(units).any() else units
+    units = units[~torch.isnan(units).any(dim=1)]  # a layer with fewer units than stored has NaN rows below them
+    return units if len(units) >= 2 else None
 
 
 def _cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -181,12 +181,20 @@ def stack_layers(per_layer: list[dict[str, torch.Tensor]], layers: list[int], pr
             out[key] = torch.stack(values)
             out["scale." + key.removeprefix("gram.")] = torch.tensor(scales, dtype=torch.float64)
             continue
-        shape = next(d[key].shape for d in per_layer if key in d)
-        rows = [d[key].to(torch.float32) if key in d else torch.full(shape, math.nan) for d in per_layer]
+        shape = max((d[key].shape for d in per_layer if key in d), key=lambda s: tuple(s))
+        rows = [_padded(d[key].to(torch.float32), shape) if key in d else torch.full(shape, math.nan)
+                for d in per_layer]
         if key.startswith("units."):  # scaled per layer like the Grams: units in token coordinates vary in size
             rows = [r / r.abs().nan_to_num(0).max().clamp_min(1e-30) for r in rows]
         out[key] = torch.stack(rows).to(torch.float16)
     return out
+
+
+def _padded(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Rows of NaN below a layer with fewer MLP units than UNITS (a small shared expert after dense layers)."""
+    if t.shape == shape:
+        return t
+    return torch.cat([t, torch.full((shape[0] - t.shape[0], *t.shape[1:]), math.nan)])
 
 
 PREFILTER_DIM = 128
