@@ -90,7 +90,7 @@ def print_case_summary(doc: dict) -> None:
                             ("command", "left")):
         steps.add_column(column, justify=justify)
     for s in doc["steps"]:
-        status = s["status"] if s["status"] == "ok" else f"[red]{s['status']}[/]"
+        status = {"ok": "ok", "skipped": "[yellow]skipped[/]"}.get(s["status"], f"[red]{s['status']}[/]")
         seconds = f"{s['seconds']:.1f}" if s.get("seconds") is not None else "-"
         steps.add_row(s["id"], status, f"{s['bytes_transferred']:,}", seconds, escape(s["command"]))
     out.print(steps)
