@@ -121,8 +121,8 @@ def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dic
 
 
 def _fingerprint_bytes(step: dict, sources: dict[str, TensorSource]) -> int:
-    """At most what fingerprinting the scan's models reads: every probe a vocabulary could give, for each model (a
-    model whose commit the case's index already holds reads nothing, which only the step itself can know)."""
+    """Tensor bytes fingerprinting the scan's models reads when each vocabulary has every probe (fewer probes read
+    fewer rows; a model whose commit the case's index already holds reads nothing, which only the step can know)."""
     from solarforensics.provenance import sketch
     from solarforensics.provenance.weights import ModelWeights
 
