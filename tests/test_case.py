@@ -107,6 +107,8 @@ def test_the_full_profile_scans_model_a_against_an_index_of_the_case_in_the_case
     assert {Path(c["model"]).name: c["verdict"] for c in doc["candidates"]} == {
         "glm-tiny": "independent", "phi-tiny": "independent", "glm-tiny-sft": "independent"}
     assert doc["root"]["model"] is None
+    assert (f"Scan (scan): {demo / 'solar-tiny'} is derived from no indexed model, as far as weight tests can see."
+            in outcome.doc["summary"]["statements"])
     assert step["bytes_transferred"] == sum(r["bytes_read"] for r in doc["fingerprints"]) > 0
     assert "scan" in (outcome.out_dir / "report.md").read_text(encoding="utf-8")
 

@@ -273,6 +273,8 @@ def _case_document(case: Case, roles, request, steps, claims, docs, sources, spe
     statements = [
         f"{case.question}",
         f"Provenance verdict: {verdict}." if provenance else "Provenance verdict: not run (see the steps).",
+        *[f"Scan ({step_id}): {doc['root']['statement']}." for step_id, doc in docs.items()
+          if doc.get("kind") == "scan" and (doc.get("root") or {}).get("statement")],
         f"Claims: {counts['stands']} stand, {counts['does-not-stand']} do not stand, {counts['untestable']} cannot "
         f"be checked here.",
         f"Read {spent:,} bytes, {100 * spent / pair:.2f}% of the two checkpoints ({pair:,} bytes)." if pair else
