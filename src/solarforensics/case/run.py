@@ -33,7 +33,7 @@ from solarforensics.sources.interrupt import worker_pool
 MARKER_FILE = "REPLICA.md"  # what replicas/store.py puts in every virtual repo
 # Small files a run downloads (once per model: the Hub client caches them): at every open, and per step kind.
 OPEN_FILES = ("config.json", "model.safetensors.index.json")
-STEP_FILES = {"tokenizer": ("tokenizer.json",), "provenance": ("tokenizer.json",),
+STEP_FILES = {"tokenizer": ("tokenizer.json",), "provenance": ("tokenizer.json",), "scan": ("tokenizer.json",),
               "license": ("README.md", "LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE")}
 Say = Callable[[str], None]
 # Step statuses that leave the case complete: a step the profile deliberately skips is not a gap in the evidence.

@@ -133,7 +133,8 @@ def _fingerprint_bytes(step: dict, sources: dict[str, TensorSource]) -> int:
             continue
         counted.add(id(source))
         weights = ModelWeights.of(role, source)
-        total += sketch.planned_bytes(weights, sketch.row_plan(weights), sketch.HASHED_PROBES + len(sketch.CORE_STRINGS))
+        every_probe = sketch.HASHED_PROBES + len(sketch.CORE_STRINGS)
+        total += sketch.planned_bytes(weights, sketch.row_plan(weights), every_probe)
     return total
 
 
@@ -250,8 +251,7 @@ def _scan(step: dict, ctx: StepContext) -> dict:
     if ctx.out_dir is None:
         raise StepSkipped("a scan step keeps its index in the case folder, and none was given")
     path = ctx.out_dir / scan_index_name(step)
-    specs = [ctx.spec(role) for role in step_roles(step)]
-    specs = list(dict.fromkeys(specs))
+    specs = list(dict.fromkeys(ctx.spec(role) for role in step_roles(step)))  # --controls may repeat a model
     began = time.perf_counter()
     with Index(path) as index:
         stale = [spec for spec in index.specs() if spec not in specs]  # another run's controls (--controls)

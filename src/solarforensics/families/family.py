@@ -123,7 +123,8 @@ def _parse_family(name: str, data: dict[str, Any]) -> Family:
         mtp_roles=tuple(r for r in roles if r in MTP_ROLES),
         mtp_unverified=tuple(mtp.get("unverified", ())), fused=fused,
         transposed=tuple(data.get("transposed", ())), extras=extras, dtype=data.get("dtype", "BF16"),
-        dtypes=dict(data.get("dtypes", {})), norm_offset=float(data.get("norm_offset", 0.0)), norm_position=norm_position,
+        dtypes=dict(data.get("dtypes", {})), norm_offset=float(data.get("norm_offset", 0.0)),
+        norm_position=norm_position,
         notes=tuple(data.get("notes", ())), _lookup=lookup,
     )
 
