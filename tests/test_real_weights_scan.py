@@ -178,20 +178,22 @@ def test_each_variant_of_a_real_model_finds_its_parent_first_and_no_other(varian
     assert [r["status"] for r in doc["fingerprints"]] == ["new"] * 3
     code, _, stderr = cli_all("index", "export", str(tmp_path / "parents.sqlite"), "--index", str(index))
     assert code == 0, stderr
-    figures = []
+    scans = {}
     for family, (parent, made) in variants.items():
         for kind, path in made.items():
             scan_index = tmp_path / f"{family}-{kind}.sqlite"  # only the three parents: a variant scanned earlier
             shutil.copyfile(tmp_path / "parents.sqlite", scan_index)  # would be a sibling here
-            scan = run_json(cli_all, "scan", path, "--index", scan_index, "--out", tmp_path / f"{family}-{kind}.json")
-            by_model = {c["model"]: c for c in scan["candidates"]}
-            figures.append((family, kind, [(Path(c["model"]).name, c["verdict"], round(c["similarity"] or 0, 3),
-                                            c["relation"]) for c in scan["candidates"]]))
-            print(family, kind, figures[-1][2])
-            first = scan["candidates"][0]
-            assert (first["model"], first["verdict"]) == (str(parent), "derived"), (family, kind, figures[-1])
-            # Not asserted: which of the two is the parent. The GGUF originals are quantised, so the tree makes them
-            # leaves and the unquantised variant their parent; direction is a tie-breaker (see README), not a test.
-            assert set(by_model) == {str(p) for p in parents.values()}  # every real model compared in full
-            others = [by_model[str(p)] for f, p in parents.items() if f != family]
-            assert all(c["verdict"] != "derived" for c in others), (family, kind, figures[-1])
+            scans[family, kind] = run_json(cli_all, "scan", path, "--index", scan_index,
+                                           "--out", tmp_path / f"{family}-{kind}.json")
+    for (family, kind), scan in scans.items():  # the figures first (`pytest -s` shows them), then the assertions
+        print(f"{family} {kind}:", [(Path(c["model"]).name, c["verdict"], round(c["similarity"] or 0, 3),
+                                     c["decisive"], c["log10_p_value"], c["relation"]) for c in scan["candidates"]])
+    for (family, kind), scan in scans.items():
+        parent = parents[family]
+        by_model = {c["model"]: c for c in scan["candidates"]}
+        first = scan["candidates"][0]
+        assert (first["model"], first["verdict"]) == (str(parent), "derived"), (family, kind)
+        # Not asserted: which of the two is the parent. The GGUF originals are quantised, so the tree makes them
+        # leaves and the unquantised variant their parent; direction is a tie-breaker (see README), not a test.
+        assert set(by_model) == {str(p) for p in parents.values()}  # every real model compared in full
+        assert all(by_model[str(p)]["verdict"] != "derived" for f, p in parents.items() if f != family), (family, kind)
