@@ -25,7 +25,8 @@ def case(
         "--controls", help="Replace the case's controls, in order (e.g. phi,intellect3).", show_default=False)] = None,
     budget_bytes: BudgetBytes = None,
     quick: Annotated[bool, typer.Option("--quick", help="The demo's profile: steps read fewer layers and run fewer "
-                                                        "tests (each step's `quick` table in the case file).")] = False,
+                                                        "tests, or are skipped (each step's `quick` table in the case "
+                                                        "file); a skipped step leaves the case complete.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write the results documents only, no "
                                                                 "report.md/report.html.")] = False,
     device: Device = "auto",
