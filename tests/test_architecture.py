@@ -29,9 +29,10 @@ ALLOWED = {
     "zoo": {"zoo", "checkpoints", "families"},
     "validation": {"validation", "provenance", "zoo", "models", "results", "population"},
     "population": {"population", "provenance", "evidence", "models", "sources", "metrics", "results"},
-    # The case writes its own report and plots, and the demo serves the replicas it runs on.
-    "case": {"case", "comparison", "evidence", "provenance", "models", "sources", "results", "render", "localhub",
-             "replicas"},
+    # The case writes its own report and plots, the demo serves the replicas it runs on, and a scan step indexes the
+    # case's models.
+    "case": {"case", "comparison", "evidence", "provenance", "population", "models", "sources", "results", "render",
+             "localhub", "replicas"},
     "bench": {"bench", "metrics", "sources", "families", "checkpoints", "localhub", "models", "evidence", "provenance", "zoo",
               "population", "replicas"},
 }

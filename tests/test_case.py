@@ -12,7 +12,7 @@ from solarforensics.case.claims import MEASURES, RULES, Run, judge, load_claims
 from solarforensics.case.reproduce import check_run, load_targets
 from solarforensics.case.run import CaseRequest, list_cases, load_case, run_case
 from solarforensics.datafiles import config_path
-from solarforensics.errors import NotFoundError, ResultsError
+from solarforensics.errors import FormatError, NotFoundError, ResultsError
 from solarforensics.results.document import read_document
 
 STATUSES = {"stands", "does-not-stand", "untestable"}
@@ -59,7 +59,7 @@ def test_the_solar_vs_glm_case_is_listed_and_loads():
     case = load_case("solar-vs-glm")
     assert (case.models, case.controls) == ({"a": "solar", "b": "glm"}, {"unrelated": "phi", "derived": "intellect3"})
     assert [c.name for c in list_cases()] == ["solar-vs-glm"]
-    assert {"arch", "tokenizer", "license", "history", "code", "compare", "matrix", "provenance"} == {
+    assert {"arch", "tokenizer", "license", "history", "code", "compare", "matrix", "provenance", "scan"} == {
         s["kind"] for s in case.steps}
 
 
@@ -91,6 +91,87 @@ def test_a_case_run_writes_every_document_and_the_reports(tiny_run):
     assert outcome.report_html.is_file() and (outcome.out_dir / "report.md").is_file()
     assert "tensor bytes to read" in "\n".join(lines)  # the plan is printed before any tensor is read
     assert doc["checkpoint_bytes"] > doc["checkpoint_bytes_pair"] > 0 and doc["bytes_transferred"] > 0
+
+
+def test_the_full_profile_scans_model_a_against_an_index_of_the_case_in_the_case_folder(tiny_run):
+    outcome, _ = tiny_run
+    step = next(s for s in outcome.doc["steps"] if s["id"] == "scan")
+    assert (step["kind"], step["status"], step["file"]) == ("scan", "ok", "scan.json")
+    doc = read_document(outcome.out_dir / "scan.json")
+    demo = Path(doc["model"]).parent
+    assert doc["model"] == str(demo / "solar-tiny")
+    assert doc["index"] == {"path": str(outcome.out_dir / "scan-index.sqlite"), "fingerprints": 4}
+    assert [(Path(r["model"]).name, r["status"]) for r in doc["fingerprints"]] == [
+        ("solar-tiny", "new"), ("glm-tiny", "new"), ("phi-tiny", "new"), ("glm-tiny-sft", "new")]
+    # The tiny Solar is independent of the three others (the planted truth), and the scan says so.
+    assert {Path(c["model"]).name: c["verdict"] for c in doc["candidates"]} == {
+        "glm-tiny": "independent", "phi-tiny": "independent", "glm-tiny-sft": "independent"}
+    assert doc["root"]["model"] is None
+    assert (f"Scan (scan): {demo / 'solar-tiny'} is derived from no indexed model, as far as weight tests can see."
+            in outcome.doc["summary"]["statements"])
+    assert step["bytes_transferred"] == sum(r["bytes_read"] for r in doc["fingerprints"]) > 0
+    assert "scan" in (outcome.out_dir / "report.md").read_text(encoding="utf-8")
+
+
+def scan_only_case(tmp_path: Path, models: dict[str, str]) -> Path:
+    """The real case file with its models replaced and only its scan step kept."""
+    head, *steps = tiny_case(tmp_path, models).read_text(encoding="utf-8").split("[[steps]]")
+    path = tmp_path / "scan-case.toml"
+    path.write_text(head + "".join("[[steps]]" + s for s in steps if 'kind = "scan"' in s), encoding="utf-8")
+    return path
+
+
+def test_a_scan_step_finds_the_parent_and_keeps_its_index_to_the_case_models(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOLARFORENSICS_INDEX", str(tmp_path / "users-own-index.sqlite"))
+    demo = tiny_root / "demo"
+    path = scan_only_case(tmp_path, {"a": str(demo / "glm-tiny-sft"), "b": str(demo / "solar-tiny"),
+                                     "unrelated": str(demo / "phi-tiny"), "derived": str(demo / "glm-tiny")})
+    outcome = run_case(CaseRequest(str(path), out_dir=tmp_path / "out", reports=False))
+    assert outcome.problem is None and outcome.doc["complete"] is True
+    doc = read_document(tmp_path / "out" / "scan.json")
+    first = doc["candidates"][0]
+    assert (Path(first["model"]).name, first["verdict"], first["relation"]) == ("glm-tiny", "derived", "parent")
+    assert doc["root"]["model"] == str(demo / "glm-tiny")
+    assert {Path(c["model"]).name: c["verdict"] for c in doc["candidates"][1:]} == {
+        "solar-tiny": "independent", "phi-tiny": "independent"}
+    assert not (tmp_path / "users-own-index.sqlite").exists()  # never the user's default index
+    # Run again with other controls: the fingerprints are reused (no tensor read) and the index drops glm-tiny.
+    again = run_case(CaseRequest(str(path), out_dir=tmp_path / "out", controls=f"{demo / 'phi-tiny'},"
+                                 f"{demo / 'solar-tiny'}", reports=False))
+    doc = read_document(tmp_path / "out" / "scan.json")
+    assert [r["status"] for r in doc["fingerprints"]] == ["unchanged"] * 3
+    assert next(s for s in again.doc["steps"] if s["id"] == "scan")["bytes_transferred"] == 0
+    assert doc["index"]["fingerprints"] == 3 and doc["root"]["model"] is None
+    assert {Path(c["model"]).name for c in doc["candidates"]} == {"solar-tiny", "phi-tiny"}
+
+
+def test_the_quick_profile_skips_the_scan_and_the_case_stays_complete(tiny_root, tmp_path):
+    demo = tiny_root / "demo"
+    path = tiny_case(tmp_path, {"a": str(demo / "solar-tiny"), "b": str(demo / "glm-tiny"),
+                                "unrelated": str(demo / "phi-tiny"), "derived": str(demo / "glm-tiny-sft")})
+    # The kv-router steps' quick globs name layers 10 and 30, which the tiny checkpoints do not have.
+    path.write_text("[[steps]]".join(s for s in path.read_text(encoding="utf-8").split("[[steps]]")
+                                     if 'id = "kv-router' not in s), encoding="utf-8")
+    lines: list[str] = []
+    outcome = run_case(CaseRequest(str(path), out_dir=tmp_path / "out", quick=True, reports=False), say=lines.append)
+    step = next(s for s in outcome.doc["steps"] if s["id"] == "scan")
+    assert (step["status"], step["reason"], step["file"], step["planned_bytes"]) == (
+        "skipped", "not in the quick profile: run without --quick", None, None)
+    assert outcome.problem is None and outcome.doc["complete"] is True and outcome.doc["profile"] == "quick"
+    assert outcome.doc["warnings"] == []
+    assert "Skipped: scan — not in the quick profile: run without --quick." in outcome.doc["summary"]["statements"]
+    assert not (tmp_path / "out" / "scan.json").exists() and not (tmp_path / "out" / "scan-index.sqlite").exists()
+    assert any("scan" in line and "skipped (profile)" in line for line in lines)
+
+
+def test_skip_belongs_in_a_profile(tmp_path):
+    path = tiny_case(tmp_path, {"a": "x", "b": "y", "unrelated": "z", "derived": "w"})
+    path.write_text(path.read_text(encoding="utf-8").replace('kind = "scan"', 'kind = "scan"\nskip = true'),
+                    encoding="utf-8")
+    with pytest.raises(FormatError) as raised:
+        load_case(str(path))
+    assert raised.value.one_line() == (f"case {path}: step scan sets skip outside a profile (a profile leaves a "
+                                       "step out with quick = { skip = true })")
 
 
 def test_every_claim_gets_a_status_from_the_planted_truth(tiny_run):

@@ -148,3 +148,42 @@ def test_validate_lineage_scores_a_micro_forest_against_its_truth(cli, tmp_path)
     assert set(doc["targets"]) >= {"top1_parent_accuracy", "edge_f1", "family_ari", "fpr_ci95_upper"}
     assert 0 <= report["fpr"] <= 1 and len(report["fpr_ci95"]) == 2
     assert doc["baselines"]["cards"]["edge_f1"] is not None
+
+
+def test_a_post_norm_encoder_folds_the_gain_of_the_norm_its_readers_read(tmp_path):
+    """BERT closes each block with LayerNorm: layer 0's q/k/v read the embeddings' LayerNorm, a later layer's read
+    the previous layer's output LayerNorm, and the MLP reads its own layer's attention LayerNorm. A per-dimension
+    factor moved from those gains into their readers leaves the fingerprint as it was."""
+    import torch
+
+    from solarforensics.checkpoints import _rewrite
+    from solarforensics.models import open_model
+    from solarforensics.population.fingerprint import fingerprint_model
+    from solarforensics.provenance.weights import ModelWeights
+
+    base = build_checkpoint(tmp_path / "bert", "bert", seed=0)
+    weights = ModelWeights.of("bert", open_model(str(base)))
+    assert [weights.reading_norm(role, 1) for role in ("q", "k", "v", "mlp_up")] == [("mlp_norm", 0)] * 3 + [
+        ("attn_norm", 1)]
+    assert weights.reading_norm("k", 0) == ("embed_norm", None)
+    hidden = weights.hidden
+    scale = {n: torch.rand(hidden, generator=torch.Generator().manual_seed(i)) + 0.5
+             for i, n in enumerate(("embeddings.LayerNorm", "encoder.layer.0.output.LayerNorm",
+                                    "encoder.layer.1.attention.output.LayerNorm"))}
+    readers = {"embeddings.LayerNorm": ("encoder.layer.0.attention.self.",),
+               "encoder.layer.0.output.LayerNorm": ("encoder.layer.1.attention.self.",),
+               "encoder.layer.1.attention.output.LayerNorm": ("encoder.layer.1.intermediate.dense",)}
+
+    def move(name: str, t: torch.Tensor) -> torch.Tensor:
+        for norm, s in scale.items():
+            if name in (f"{norm}.weight", f"{norm}.bias"):
+                return (t.double() * s).to(t.dtype)
+            if name.endswith(".weight") and name.startswith(readers[norm]):
+                return (t.double() / s).to(t.dtype)
+        return t
+
+    moved = _rewrite(base, tmp_path / "bert-moved", move)
+    a, _ = fingerprint_model(str(base))
+    b, _ = fingerprint_model(str(moved))
+    for key in ("gram.k", "gram.v", "gram.up"):
+        assert torch.allclose(a.arrays[key].float(), b.arrays[key].float(), atol=2e-3), key

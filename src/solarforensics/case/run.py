@@ -13,6 +13,7 @@ from pathlib import Path
 
 from solarforensics.case.claims import Run, judge_claims, load_claims, tally
 from solarforensics.case.steps import (
+    PROFILE_SKIP,
     StepContext,
     StepSkipped,
     describe,
@@ -32,9 +33,11 @@ from solarforensics.sources.interrupt import worker_pool
 MARKER_FILE = "REPLICA.md"  # what replicas/store.py puts in every virtual repo
 # Small files a run downloads (once per model: the Hub client caches them): at every open, and per step kind.
 OPEN_FILES = ("config.json", "model.safetensors.index.json")
-STEP_FILES = {"tokenizer": ("tokenizer.json",), "provenance": ("tokenizer.json",),
+STEP_FILES = {"tokenizer": ("tokenizer.json",), "provenance": ("tokenizer.json",), "scan": ("tokenizer.json",),
               "license": ("README.md", "LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE")}
 Say = Callable[[str], None]
+# Step statuses that leave the case complete: a step the profile deliberately skips is not a gap in the evidence.
+COMPLETE_STATUSES = ("ok", "skipped")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ def load_case(name: str) -> Case:
     except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
         raise FormatError(f"case file {path} is malformed: {exc}") from exc
     for step in case.steps:
+        if "skip" in step:
+            raise FormatError(f"case {name}: step {step.get('id')} sets skip outside a profile",
+                              hint="a profile leaves a step out with quick = { skip = true }")
         missing = [r for r in step_roles(step) if r not in case.roles]
         if missing:
             raise FormatError(f"case {name}: step {step.get('id')} names unknown role {missing[0]!r}",
@@ -125,6 +131,7 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     case = load_case(request.name)
     if request.quick:
         case = replace(case, steps=[{**step, **step.get("quick", {})} for step in case.steps])
+    profile = "quick" if request.quick else "full"
     roles = resolve_roles(case, request.controls)
     out_dir = Path(request.out_dir or Path("results") / case.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,14 +160,16 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
         steps.append(record)
         missing = [r for r in step_roles(step) if r in unavailable]
         left = None if request.budget_bytes is None else request.budget_bytes - tensor_bytes
-        if missing:
+        if step.get("skip"):  # the profile leaves it out on purpose: not a failure, the case stays complete
+            record.update(status="skipped", reason=PROFILE_SKIP.format(profile=profile))
+        elif missing:
             record.update(status="not-run", reason=f"{roles[missing[0]]} unavailable: {unavailable[missing[0]]}")
         elif left is not None and (plan.get(step["id"]) or 0) > left:
             record.update(status="over-budget",
                           reason=f"needs {plan[step['id']]:,} bytes, {max(left, 0):,} left of the --budget-bytes")
         else:
-            _run_one(step, record, StepContext(roles, options, request.device, request.seed, left, say), docs,
-                     out_dir, argv, replica)
+            _run_one(step, record, StepContext(roles, options, request.device, request.seed, left, say, out_dir),
+                     docs, out_dir, argv, replica)
             spent += record["bytes_transferred"]
             planned = plan.get(step["id"])
             tensor_bytes += planned if planned is not None else docs.get(step["id"], {}).get("planned_bytes") or 0
@@ -180,7 +189,7 @@ def run_case(request: CaseRequest, options: OpenOptions | None = None, say: Say 
     if request.reports:
         shown = [docs[step["id"]] for step in case.steps if step["id"] in docs and step.get("report", True)]
         outcome.report_md, outcome.report_html = _reports(doc, shown, out_dir)
-    problems = [f"{s['id']}: {s['reason']}" for s in steps if s["status"] != "ok"]
+    problems = [f"{s['id']}: {s['reason']}" for s in steps if s["status"] not in COMPLETE_STATUSES]
     outcome.problem = problems[0] if problems else None
     return outcome
 
@@ -206,7 +215,7 @@ def _plan(case: Case, sources: dict, unavailable: dict, cached: bool) -> dict[st
     seen: dict[str, set[str]] | None = {} if cached else None
     plan = {}
     for step in case.steps:
-        if any(r in unavailable for r in step_roles(step)):
+        if step.get("skip") or any(r in unavailable for r in step_roles(step)):
             plan[step["id"]] = None
             continue
         try:
@@ -223,6 +232,7 @@ def _say_plan(say: Say, case: Case, roles: dict, plan: dict, spent: int, checkpo
     for step in case.steps:
         planned = plan.get(step["id"])
         text = "planned by the step" if planned is None else f"{planned:,} bytes"
+        text = "skipped (profile)" if step.get("skip") else text
         say(f"  {step['id']:<28} {text:>22}   {describe(step, roles)}")
     share = f" ({100 * known / pair:.2f}% of the two checkpoints)" if pair else ""
     say(f"tensor bytes to read: {known:,}{share}, plus what provenance plans")
@@ -259,10 +269,12 @@ def _case_document(case: Case, roles, request, steps, claims, docs, sources, spe
     verdict = provenance.get("verdict") or "not-run"
     counts = tally(claims)
     pair = sum(checkpoints.get(r, 0) for r in case.models)
-    complete = all(s["status"] == "ok" for s in steps)
+    complete = all(s["status"] in COMPLETE_STATUSES for s in steps)
     statements = [
         f"{case.question}",
         f"Provenance verdict: {verdict}." if provenance else "Provenance verdict: not run (see the steps).",
+        *[f"Scan ({step_id}): {doc['root']['statement']}." for step_id, doc in docs.items()
+          if doc.get("kind") == "scan" and (doc.get("root") or {}).get("statement")],
         f"Claims: {counts['stands']} stand, {counts['does-not-stand']} do not stand, {counts['untestable']} cannot "
         f"be checked here.",
         f"Read {spent:,} bytes, {100 * spent / pair:.2f}% of the two checkpoints ({pair:,} bytes)." if pair else
@@ -274,8 +286,9 @@ def _case_document(case: Case, roles, request, steps, claims, docs, sources, spe
                              "nothing about the real models.")
     if request.quick:
         statements.append("Quick profile: some steps read fewer layers or run fewer tests (see each step's command).")
+    statements += [f"Skipped: {s['id']} — {s['reason']}." for s in steps if s["status"] == "skipped"]
     warnings = [f"{roles[r]} unavailable: {why}" for r, why in unavailable.items()]
-    warnings += [f"step {s['id']} {s['status']}: {s['reason']}" for s in steps if s["status"] != "ok"]
+    warnings += [f"step {s['id']} {s['status']}: {s['reason']}" for s in steps if s["status"] not in COMPLETE_STATUSES]
     return new_document(
         "case", argv, replica=replica, complete=complete, warnings=warnings,
         case={"name": case.name, "title": case.title, "question": case.question, "file": case.path.name},

@@ -7,6 +7,7 @@ of failing the whole case; nothing is ever stubbed.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from solarforensics.errors import ForensicsError, SelectionError
 from solarforensics.models import OpenOptions
 from solarforensics.sources.base import TensorSource
 
-KINDS = ("arch", "tokenizer", "license", "history", "code", "compare", "matrix", "provenance")
+KINDS = ("arch", "tokenizer", "license", "history", "code", "compare", "matrix", "provenance", "scan")
+PROFILE_SKIP = "not in the {profile} profile: run without --{profile}"  # a step whose profile sets `skip = true`
 
 
 class StepSkipped(Exception):
@@ -30,6 +32,7 @@ class StepContext:
     seed: int = 0
     budget_left: int | None = None
     announce: Callable[[str], None] = lambda text: None
+    out_dir: Path | None = None  # the case folder (a scan step keeps its index there)
 
     def spec(self, role: str) -> str:
         return self.roles[role]
@@ -39,6 +42,8 @@ def step_roles(step: dict) -> list[str]:
     """The case roles (a, b, unrelated, derived) a step reads, in order."""
     if step["kind"] == "matrix":
         return list(step["models"])
+    if step["kind"] == "scan":  # the query first, then every model of the index
+        return list(dict.fromkeys([step["model"], *step["models"]]))
     if step["kind"] in ("license", "history", "code"):
         return [step["model"]]
     return [r for r in (step.get("a"), step.get("b"), step.get("control")) if r]
@@ -54,6 +59,10 @@ def describe(step: dict, roles: dict[str, str]) -> str:
         extra += f" --layers {step['layers']}" if step.get("layers") else ""
         extra += f" --permutations {step['permutations']}" if "permutations" in step else ""
         return f"compare {names[0]} {names[1]} --tensors {step['tensors']}{extra}"
+    if step["kind"] == "scan":
+        index = f"<case folder>/{scan_index_name(step)}"
+        return (f"fingerprint {' '.join(dict.fromkeys(names))} --index {index} && scan {names[0]} --index {index}"
+                f" --top {step.get('top', 10)}")
     if step["kind"] == "provenance":
         extra = (" --full" if step.get("full") else "") + \
             (f" --max-layers {step['max_layers']}" if step.get("max_layers") else "")
@@ -68,6 +77,11 @@ def describe(step: dict, roles: dict[str, str]) -> str:
     return f"{step['kind']} {' '.join(names)}"
 
 
+def scan_index_name(step: dict) -> str:
+    """The index file a scan step writes into the case folder (never the user's default index)."""
+    return f"{step['id']}-index.sqlite"
+
+
 # -- planning ----------------------------------------------------------------------------------------------------
 
 
@@ -77,6 +91,8 @@ def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dic
     kind = step["kind"]
     if kind == "provenance":
         return None
+    if kind == "scan":
+        return _fingerprint_bytes(step, sources)
     if kind not in ("compare", "matrix"):
         return 0
     from solarforensics.comparison.pairing import pair_models, select_tensors
@@ -103,6 +119,24 @@ def planned_tensor_bytes(step: dict, sources: dict[str, TensorSource], seen: dic
         total += sources[role].planned_bytes(new)
         if seen is not None:
             seen.setdefault(role, set()).update(names)
+    return total
+
+
+def _fingerprint_bytes(step: dict, sources: dict[str, TensorSource]) -> int:
+    """Tensor bytes fingerprinting the scan's models reads when each vocabulary has every probe (fewer probes read
+    fewer rows; a model whose commit the case's index already holds reads nothing, which only the step can know)."""
+    from solarforensics.provenance import sketch
+    from solarforensics.provenance.weights import ModelWeights
+
+    total, counted = 0, set()
+    for role in step_roles(step):
+        source = sources[role]
+        if id(source) in counted:
+            continue
+        counted.add(id(source))
+        weights = ModelWeights.of(role, source)
+        every_probe = sketch.HASHED_PROBES + len(sketch.CORE_STRINGS)
+        total += sketch.planned_bytes(weights, sketch.row_plan(weights), every_probe)
     return total
 
 
@@ -210,9 +244,43 @@ def _provenance(step: dict, ctx: StepContext) -> dict:
     return provenance_models(request, ctx.options, announce=announce)
 
 
+def _scan(step: dict, ctx: StepContext) -> dict:
+    """Fingerprint the step's models into an index of the case's own (in the case folder, holding exactly these
+    models), then scan the query against it: a `scan` document, plus what fingerprinting each model cost."""
+    fingerprint_all = _analysis("population.crawl", "fingerprint_all")
+    scan_model = _analysis("population.scan", "scan_model")
+    from solarforensics.population.index import Index
+    from solarforensics.population.scan import ScanRequest
+
+    if ctx.out_dir is None:
+        raise StepSkipped("a scan step keeps its index in the case folder, and none was given")
+    path = ctx.out_dir / scan_index_name(step)
+    specs = list(dict.fromkeys(ctx.spec(role) for role in step_roles(step)))  # --controls may repeat a model
+    began = time.perf_counter()
+    with Index(path) as index:
+        stale = [spec for spec in index.specs() if spec not in specs]  # another run's controls (--controls)
+        if stale:
+            index.remove(stale)
+        outcomes = fingerprint_all(specs, index, ctx.options, workers=int(step.get("workers", 2)),
+                                   on_done=lambda o: ctx.announce(f"    fingerprint {o.spec}: {o.status}"))
+    index_built = time.perf_counter()
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise ForensicsError(f"could not fingerprint {failed[0].spec}: {failed[0].error}")
+    fields = scan_model(ScanRequest(specs[0], str(path), int(step.get("top", 10)), ctx.seed), ctx.options)
+    rows = [o.row() for o in outcomes]
+    fields["fingerprints"] = rows
+    fields["sources"] = [(o.entry.meta.get("source") or {}) | {"bytes_transferred": row["bytes_read"] or 0}
+                         for o, row in zip(outcomes, rows)]
+    fields["planned_bytes"] = sum(((o.entry.meta.get("cost") or {}).get("bytes_planned") or 0)
+                                  for o in outcomes if o.status == "new")
+    fields["timings"] = {**fields["timings"], "index_s": index_built - began}
+    return fields
+
+
 RUNNERS: dict[str, Callable[[dict, StepContext], dict]] = {
     "arch": _arch, "tokenizer": _tokenizer, "license": _license, "history": _history, "code": _code,
-    "compare": _compare, "matrix": _matrix, "provenance": _provenance,
+    "compare": _compare, "matrix": _matrix, "provenance": _provenance, "scan": _scan,
 }
 
 

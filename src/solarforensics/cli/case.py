@@ -25,7 +25,8 @@ def case(
         "--controls", help="Replace the case's controls, in order (e.g. phi,intellect3).", show_default=False)] = None,
     budget_bytes: BudgetBytes = None,
     quick: Annotated[bool, typer.Option("--quick", help="The demo's profile: steps read fewer layers and run fewer "
-                                                        "tests (each step's `quick` table in the case file).")] = False,
+                                                        "tests, or are skipped (each step's `quick` table in the case "
+                                                        "file); a skipped step leaves the case complete.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write the results documents only, no "
                                                                 "report.md/report.html.")] = False,
     device: Device = "auto",
@@ -90,7 +91,7 @@ def print_case_summary(doc: dict) -> None:
                             ("command", "left")):
         steps.add_column(column, justify=justify)
     for s in doc["steps"]:
-        status = s["status"] if s["status"] == "ok" else f"[red]{s['status']}[/]"
+        status = {"ok": "ok", "skipped": "[yellow]skipped[/]"}.get(s["status"], f"[red]{s['status']}[/]")
         seconds = f"{s['seconds']:.1f}" if s.get("seconds") is not None else "-"
         steps.add_row(s["id"], status, f"{s['bytes_transferred']:,}", seconds, escape(s["command"]))
     out.print(steps)

@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 
-_TOP_KEYS = {"model_type", "aliases", "description", "source", "architectures", "notes", "norm_offset", "dtype",
+_TOP_KEYS = {"model_type", "aliases", "description", "source", "architectures", "notes", "norm_offset",
+             "norm_position", "dtype",
              "dtypes", "config_section", "config", "roles", "present_if", "present_unless", "tied", "mtp", "fused",
              "transposed", "extras", "alternative_prefixes"}
 
@@ -106,6 +107,9 @@ def _parse_family(name: str, data: dict[str, Any]) -> Family:
         if role not in roles or any(p not in ROLES for p in parts) or spec["split"] not in ("equal", "gqa"):
             raise ValueError(f"fused.{role} needs a templated role, canonical parts and split 'equal' or 'gqa'")
         fused[role] = FusedSplit(parts, int(spec["axis"]), spec["split"])
+    norm_position = data.get("norm_position", "pre")
+    if norm_position not in ("pre", "post"):
+        raise ValueError(f"norm_position must be 'pre' or 'post', not {norm_position!r}")
     extras = {}
     for role, patterns in data.get("extras", {}).items():
         if role in ROLES:
@@ -120,6 +124,7 @@ def _parse_family(name: str, data: dict[str, Any]) -> Family:
         mtp_unverified=tuple(mtp.get("unverified", ())), fused=fused,
         transposed=tuple(data.get("transposed", ())), extras=extras, dtype=data.get("dtype", "BF16"),
         dtypes=dict(data.get("dtypes", {})), norm_offset=float(data.get("norm_offset", 0.0)),
+        norm_position=norm_position,
         notes=tuple(data.get("notes", ())), _lookup=lookup,
     )
 

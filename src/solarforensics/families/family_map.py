@@ -74,6 +74,7 @@ class Family:
     dtype: str = "BF16"
     dtypes: dict[str, str] = field(default_factory=dict)
     norm_offset: float = 0.0
+    norm_position: str = "pre"  # "pre": a norm opens each block (decoders); "post": it closes it (BERT)
     notes: tuple[str, ...] = ()
     inferred: bool = False
     warning: str | None = None

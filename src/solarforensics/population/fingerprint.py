@@ -78,27 +78,26 @@ def fingerprint_model(spec: str, options: OpenOptions | None = None, known: Know
 
 def _sketched_layers(weights: ModelWeights, plan: dict[str, list[int]], x: torch.Tensor, progress):
     """(layer, sketch) for every decoder layer, the rows of a few layers read at a time (memory stays bounded by
-    BATCH_BYTES plus one layer's readers in float64)."""
+    BATCH_BYTES plus one layer's readers in float64). Norm gains (one row each) stay held: a post-norm layer folds
+    the previous layer's."""
     pending: list[int] = []
+    wanted: dict[str, list[int]] = {}
     for index, layer in enumerate(weights.layers):
         pending.append(layer)
-        names = [n for n in plan if _layer_of(weights, n) in pending]
-        size = sum(len(plan[n]) * weights.source.ref(n).nbytes // max(weights.source.ref(n).shape[0], 1)
-                   for n in names)
+        wanted.update({n: plan[n] for n in sketch.layer_plan(weights, layer) if n not in weights.tensors})
+        size = sum(len(rows) * weights.source.ref(n).nbytes // max(weights.source.ref(n).shape[0], 1)
+                   for n, rows in wanted.items())
         if size < BATCH_BYTES and index + 1 < len(weights.layers):
             continue
-        weights.tensors.update(weights.source.read_row_blocks({n: plan[n] for n in names}, progress))
+        weights.tensors.update(weights.source.read_row_blocks(wanted, progress))
         try:
             for done in pending:
                 yield done, sketch.layer_sketch(weights, done, x)
         finally:
-            for name in names:
-                weights.tensors.pop(name, None)
-        pending = []
-
-
-def _layer_of(weights: ModelWeights, name: str) -> int | None:
-    return next((layer for (_, layer), stored in weights.names.items() if stored == name), None)
+            for name in wanted:
+                if name in weights.tensors and weights.tensors[name].dim() > 1:
+                    del weights.tensors[name]
+        pending, wanted = [], {}
 
 
 def _quantised(source: TensorSource, grid: torch.Tensor | None) -> str | None:

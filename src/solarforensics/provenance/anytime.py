@@ -136,10 +136,11 @@ def layer_batches(a: ModelWeights, b: ModelWeights, max_layers: int | None) -> l
 
 
 def _layer_rows(w: ModelWeights, layers: list[int]) -> dict[str, list[int]]:
-    plan = sketch.row_plan(w)
-    wanted = {w.stored_name(role, layer) for (role, layer) in w.names if layer in layers} | \
-        {w.stored_name(part, layer) for (part, layer) in w.fused_from if layer in layers}
-    return {name: rows for name, rows in plan.items() if name in wanted}
+    """The rows these layers' sketches read (sketch.layer_plan), less what is already held (the gains)."""
+    plan: dict[str, list[int]] = {}
+    for layer in layers:
+        plan.update(sketch.layer_plan(w, layer))
+    return {name: rows for name, rows in plan.items() if name not in w.tensors}
 
 
 def _rows_bytes(w: ModelWeights, rows: dict[str, list[int]]) -> int:

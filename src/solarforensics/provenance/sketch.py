@@ -54,29 +54,38 @@ def reader_role(w: ModelWeights, reader: str, layer: int) -> str | None:
 
 
 def row_plan(w: ModelWeights) -> dict[str, list[int]]:
-    """Per stored tensor, the rows to read: every row of small readers, a leading block of big ones (whole heads
-    for k/v); fused tensors (qkv, gate_up) whole, since their parts are split after reading."""
+    """Per stored tensor, the rows to read for every layer (layer_plan of each)."""
+    plan: dict[str, list[int]] = {}
+    for layer in w.layers:
+        plan.update(layer_plan(w, layer))
+    return plan
+
+
+def layer_plan(w: ModelWeights, layer: int) -> dict[str, list[int]]:
+    """What one layer's sketch reads: every row of small readers, a leading block of big ones (whole heads for k/v);
+    fused tensors (qkv, gate_up) whole, since their parts are split after reading; the layer's norm gains and the
+    gains its readers fold (another layer's, or the embeddings', in a post-norm model)."""
     plan: dict[str, list[int]] = {}
     head_dim = w.dims.get("head_dim") or 0
-    for layer in w.layers:
-        for reader in READERS:
-            role = reader_role(w, reader, layer)
-            if role is None:
-                continue
-            name = w.stored_name(role, layer)
-            rows = w.source.ref(name).shape[0]
-            stored_role = w.fused_from.get((role, layer), role) if (role, layer) not in w.names else role
-            if stored_role != role or stored_role in w.family.transposed:
-                plan[name] = list(range(rows))
-                continue
-            keep = min(rows, MAX_ROWS)
-            if reader in ("k", "v") and head_dim and keep < rows:
-                keep = max(head_dim, keep - keep % head_dim)
-            plan[name] = list(range(keep))
-        for norm in ("attn_norm", "mlp_norm"):
-            if w.has(norm, layer):
-                name = w.stored_name(norm, layer)
-                plan[name] = list(range(w.source.ref(name).shape[0]))
+    gains = [(norm, layer) for norm in ("attn_norm", "mlp_norm") if w.has(norm, layer)]
+    for reader in READERS:
+        role = reader_role(w, reader, layer)
+        if role is None:
+            continue
+        gains.append(w.reading_norm(role, layer))
+        name = w.stored_name(role, layer)
+        rows = w.source.ref(name).shape[0]
+        stored_role = w.fused_from.get((role, layer), role) if (role, layer) not in w.names else role
+        if stored_role != role or stored_role in w.family.transposed:
+            plan[name] = list(range(rows))
+            continue
+        keep = min(rows, MAX_ROWS)
+        if reader in ("k", "v") and head_dim and keep < rows:
+            keep = max(head_dim, keep - keep % head_dim)
+        plan[name] = list(range(keep))
+    for gain in filter(None, gains):
+        name = w.stored_name(*gain)
+        plan[name] = list(range(w.source.ref(name).shape[0]))
     return plan
 
 
@@ -204,13 +213,11 @@ def stack_layers(per_layer: list[dict[str, torch.Tensor]], layers: list[int], pr
     return out
 
 
-def _padded(t: torch.Tensor, shape) -> torch.Tensor:
-    """`t` in a NaN-filled tensor of `shape` (layers with fewer MLP units than others: a narrow shared expert)."""
-    if tuple(t.shape) == tuple(shape):
+def _padded(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Rows of NaN below a layer with fewer MLP units than UNITS (a small shared expert after dense layers)."""
+    if t.shape == shape:
         return t
-    out = torch.full(tuple(shape), math.nan)
-    out[tuple(slice(0, n) for n in t.shape)] = t
-    return out
+    return torch.cat([t, torch.full((shape[0] - t.shape[0], *t.shape[1:]), math.nan)])
 
 
 PREFILTER_DIM = 128

@@ -14,6 +14,7 @@ from solarforensics.sources.base import TensorSource
 PRECEDING_NORM = {"q": "attn_norm", "k": "attn_norm", "v": "attn_norm", "router": "mlp_norm",
                   "mlp_gate": "mlp_norm", "mlp_up": "mlp_norm", "shared_gate": "mlp_norm", "shared_up": "mlp_norm"}
 NORMS = ("attn_norm", "mlp_norm")
+ATTENTION_READERS = ("q", "k", "v")
 
 
 @dataclass
@@ -72,6 +73,17 @@ class ModelWeights:
                     out.append(self.stored_name(role, layer))
         return list(dict.fromkeys(out))
 
+    def names_with_gains(self, roles) -> list[str]:
+        """names_for(roles) and the norms those readers read (reading_norm), which in a post-norm model belong to
+        another layer (or the embeddings) than the reader."""
+        out = self.names_for(roles)
+        for role in roles:
+            for layer in self.layers_with(role):
+                norm = self.reading_norm(role, layer)
+                if norm is not None:
+                    out.append(self.stored_name(*norm))
+        return list(dict.fromkeys(out))
+
     def zero_nonfinite(self) -> tuple[int, int, list[str]]:
         """Set NaN/Inf values of the held tensors to 0 in place; (tensors, values, names) of what was changed. The
         tests need finite numbers (eigen-solvers do not converge on NaN); the caller reports what was replaced."""
@@ -116,13 +128,35 @@ class ModelWeights:
         """The multiplicative gain of a norm (families storing `w` for a gain of `1 + w` have norm_offset 1)."""
         return self.get(norm, layer, dtype, device) + self.family.norm_offset
 
+    def reading_norm(self, role: str, layer: int) -> tuple[str, int | None] | None:
+        """(norm role, its layer): the norm whose gain scales what this reader reads, or None.
+
+        Pre-norm decoders: the norm opening the block, same layer (attn_norm for q/k/v, mlp_norm for the MLP and the
+        router). Post-norm encoders (BERT): a block ends with LayerNorm(x + block(x)), so the residual stream a layer's
+        q/k/v read is the previous layer's closing norm output (mlp_norm of the layer before; the embeddings'
+        LayerNorm, embed_norm, for the first layer), and its MLP reads the output of the same layer's attn_norm. That
+        gain is what a disguise can move into the readers (scale g by s, divide the readers' columns by s), so that is
+        the one folded; the norm's bias only adds a constant to the readers' output and is not folded."""
+        if self.family.norm_position == "pre":
+            norm = PRECEDING_NORM.get(role)
+            return (norm, layer) if norm is not None and self.has(norm, layer) else None
+        if role in ATTENTION_READERS:
+            position = self.layers.index(layer)
+            found = ("mlp_norm", self.layers[position - 1]) if position else ("embed_norm", None)
+        elif PRECEDING_NORM.get(role) == "mlp_norm":
+            found = ("attn_norm", layer)
+        else:
+            return None
+        return found if self.has(*found) else None
+
     def folded(self, role: str, layer: int, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
-        """W diag(g): the matrix with its preceding norm gain folded in, so moving scale between them changes nothing."""
+        """W diag(g): the matrix with the gain of the norm it reads (reading_norm) folded in, so moving scale between
+        them changes nothing."""
         w = self.get(role, layer, dtype, device)
-        norm = PRECEDING_NORM.get(role)
-        if norm is None or not self.has(norm, layer):
+        norm = self.reading_norm(role, layer)
+        if norm is None:
             return w
-        return w * self.gain(norm, layer, dtype, device)[None, :]
+        return w * self.gain(*norm, dtype, device)[None, :]
 
     def folded_layers(self, role: str, layers: list[int], device="cpu", batch_bytes: int = 512 << 20
                       ) -> Iterator[tuple[int, torch.Tensor]]:

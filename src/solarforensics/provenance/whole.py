@@ -84,7 +84,7 @@ def _plan(a: ModelWeights, b: ModelWeights, chosen: list[str], token_ids) -> dic
     """Which tensors and rows each model will read, their bytes per test and in all, against the checkpoints' size."""
     names_a, names_b, per_test = {}, {}, {}
     for test in chosen:
-        na, nb = a.names_for(ROLES[test]), b.names_for(ROLES[test])
+        na, nb = a.names_with_gains(ROLES[test]), b.names_with_gains(ROLES[test])
         size = a.source.planned_bytes(na) + b.source.planned_bytes(nb)
         if test == "residual-alignment" and token_ids:
             size += sum(row_bytes(w, len(ids)) for w, ids in zip((a, b), token_ids))
@@ -102,7 +102,7 @@ def _plan(a: ModelWeights, b: ModelWeights, chosen: list[str], token_ids) -> dic
 def _held(w: ModelWeights, names: dict, chosen: list[str]) -> list[str]:
     """The names read up front. W_Q wanted by cka-q alone, when over STREAM_ABOVE bytes (GBs at full scale), is
     streamed during CKA instead, so the identity test does not see it."""
-    others = {n for test in chosen if test != "cka-q" for n in w.names_for(ROLES[test])}
+    others = {n for test in chosen if test != "cka-q" for n in w.names_with_gains(ROLES[test])}
     streamed = set(w.names_for(STREAMED)) - others if "cka-q" in chosen else set()
     if w.source.planned_bytes(streamed) <= STREAM_ABOVE:
         return list(names)

@@ -10,7 +10,9 @@ from solarforensics.render.provenance_view import VERDICT_WORDS
 # Table cells carry no colour in any format, so each status leads with a symbol that common fonts all have.
 CLAIM_MARKS = {"stands": "✔", "does-not-stand": "✘", "untestable": "○"}
 CLAIM_WORDS = {"stands": "stand", "does-not-stand": "do not stand", "untestable": "cannot be checked here"}
-STEP_MARKS = {"ok": "✔"}  # every other step status (failed, not-run, over-budget) is a failure mark
+# A step the profile skipped on purpose is neither done nor failed; every other status (failed, not-run, over-budget)
+# is a failure mark.
+STEP_MARKS = {"ok": "✔", "skipped": "–"}
 FIRST_STEP_SECTION = 2  # case.py renders case.json first, then the steps' documents in step order
 
 
