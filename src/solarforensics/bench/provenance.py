@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from solarforensics.localhub.server import HubServer
+from solarforensics.zoo.build import read_manifest
 
 REPLICA_PAIRS = (("solar", "glm"), ("glm", "intellect3"))
 
@@ -109,9 +110,9 @@ def bench_zoo(zoo: Path) -> dict:
                     low = peak["min_log10_p"]
                     peak["min_log10_p"] = values["log10_p"] if low is None else min(low, values["log10_p"])
         rows[f"{pair['a']} / {pair['b']} ({pair['label']})"] = {
-            "lean": f"{new.get('verdict')} [{new.get('decisive')}] log10p {new.get('log10_p')} "
+            "lean": f"{new.get('verdict')} ({new.get('decisive')}) log10p {new.get('log10_p')} "
                     f"{new.get('bytes_at_verdict')}/{new.get('bytes_read')} B looks {new.get('looks')}",
-            "whole": f"{whole.get('verdict')} [{whole.get('decisive')}] log10p {whole.get('log10_p')} "
+            "whole": f"{whole.get('verdict')} ({whole.get('decisive')}) log10p {whole.get('log10_p')} "
                      f"{whole.get('bytes_read')} B",
             "same_verdict": agree}
     return {"pairs": len(rows), "same_verdict": same, "lean_false_derived": false_derived,
