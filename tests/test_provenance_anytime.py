@@ -156,3 +156,23 @@ def test_the_command_announces_its_looks_and_writes_the_stages(zoo, tmp_path):
     assert validate_document(doc) == []
     refused = CliRunner().invoke(app, ["provenance", str(zoo["base"]), str(zoo["copy"]), "--max-layers", "1"])
     assert refused.exit_code == 2
+
+
+def test_rows_are_let_go_after_each_batch_so_memory_follows_the_shapes(zoo, monkeypatch):
+    """With batches of one layer, every read of layer rows finds no other layer's rows still held (norm gains and
+    routers, a few KB per layer, stay), whatever the model's size."""
+    from solarforensics.provenance import anytime
+    from solarforensics.provenance.weights import NORMS
+
+    monkeypatch.setattr(anytime, "BATCH_BYTES", 1)
+    seen, original = [], ModelWeights.folded
+
+    def watched(self, role, layer, *args, **kwargs):
+        held = {layer_ for (role_, layer_), name in self.names.items()
+                if name in self.tensors and role_ not in NORMS and role_ != "router" and layer_ is not None}
+        seen.append(len(held))
+        return original(self, role, layer, *args, **kwargs)
+
+    monkeypatch.setattr(ModelWeights, "folded", watched)
+    doc = run(zoo["base"], zoo["independent"])
+    assert doc["verdict"] == "independent" and seen and max(seen) == 1
