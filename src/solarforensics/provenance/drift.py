@@ -1,0 +1,113 @@
+"""How far apart two related fingerprints are, in a unit that adds up along a lineage, and the traits that orient an
+edge (more layers, fewer MLP units, experts, int8 grid, more trained norm gains).
+
+Fine-tuning adds roughly independent increments to the weights; a probe Gram moves linearly with a small increment,
+so the SQUARED distance between matched Grams adds up along a path in expectation (parent to grandchild = parent to
+child + child to grandchild), while a similarity such as CKA does not. On such an additive distance where every
+model is observed, the minimum spanning tree is the derivation tree (population/tree.py builds it). Grams are compared
+raw (not whitened) on every probe both hold: inside a family the token geometry is shared, and more probes mean less
+noise. A pair whose probes share nothing (a vocabulary swap) is placed by its norm-profile signatures instead, read
+dimension by dimension: related models keep the residual basis unless a disguise changed it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from solarforensics.provenance.lean import View, _cka, _grams, best_path, common_probes
+from solarforensics.provenance.sketch import square
+
+FOLDED_GAIN = 1e-6  # every norm gain this close to 1: gains folded into the weights (a disguise, never a trained root)
+
+
+def shared_probes(a: View, b: View) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of every probe both fingerprints hold, matched by string."""
+    position = {h: i for i, h in enumerate(b.probes)}
+    pairs = sorted((i, position[h]) for i, h in enumerate(a.probes) if h in position)
+    return torch.tensor([p[0] for p in pairs], dtype=torch.long), torch.tensor([p[1] for p in pairs], dtype=torch.long)
+
+
+def layer_map(a: View, b: View) -> list[tuple[int, int]]:
+    """Paired layer positions: the identity at equal depth, else the best invariant-CKA map (an up-scaled model's
+    duplicated layers to their source, a pruned model's kept layers)."""
+    if len(a.layers) == len(b.layers):
+        return [(i, i) for i in range(len(a.layers))]
+    ia, ib = common_probes(a, b)
+    return best_path(_cka(_grams(a, b, ia, ib)))[1]
+
+
+def _raw_gram(view: View, reader: str, layer: int, index: torch.Tensor) -> torch.Tensor | None:
+    scale = float(view.a[f"scale.{reader}"][layer])
+    if math.isnan(scale):
+        return None
+    g = square(view.a[f"gram.{reader}"][layer], scale, len(view.probes))[index][:, index]
+    return g / g.norm().clamp_min(1e-300)
+
+
+def gram_drift(a: View, b: View) -> float | None:
+    """Mean squared distance of the unit-norm probe Grams of paired layers over every reader both have (None with
+    fewer than 16 shared probes): additive along a lineage."""
+    ia, ib = shared_probes(a, b)
+    if len(ia) < 16:
+        return None
+    total, count = 0.0, 0
+    for reader in (r for r in a.readers if r in b.readers):
+        for i, j in layer_map(a, b):
+            ga, gb = _raw_gram(a, reader, i, ia), _raw_gram(b, reader, j, ib)
+            if ga is not None and gb is not None:
+                total += float((ga - gb).pow(2).sum())
+                count += 1
+    return total / count if count else None
+
+
+def signature_drift(a: View, b: View) -> float | None:
+    """Mean squared difference of the log column-norm profiles, dimension by dimension, over the leading layers both
+    have (each profile centred, so a rescaled matrix or gain cancels): small only in the same residual basis."""
+    depth = min(len(a.layers), len(b.layers))
+    total, count = 0.0, 0
+    for key in sorted(k for k in a.a if k.startswith("signature.") and k in b.a):
+        x, y = a.a[key].to(torch.float64)[:depth], b.a[key].to(torch.float64)[:depth]
+        if x.shape != y.shape or not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            continue
+        x, y = x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)
+        total += float((x - y).pow(2).mean())
+        count += 1
+    return total / count if count else None
+
+
+def unit_drift(a: View, b: View) -> float | None:
+    """Mean squared difference of the leading MLP units in token coordinates, unit by unit (each row at unit
+    length): small only when unit order is kept. None without units in both or with too few shared probes."""
+    ia, ib = shared_probes(a, b)
+    if len(ia) < 16:
+        return None
+    total, count = 0.0, 0
+    for key in ("units.gate", "units.up"):
+        if key not in a.a or key not in b.a:
+            continue
+        for i, j in layer_map(a, b):
+            x, y = a.a[key][i].to(torch.float64)[:, ia], b.a[key][j].to(torch.float64)[:, ib]
+            if x.shape != y.shape or torch.isnan(x).any() or torch.isnan(y).any():
+                continue
+            x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+            y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-300)
+            total += float((x - y).pow(2).sum(dim=1).mean())
+            count += 1
+    return total / count if count else None
+
+
+def traits(fp) -> dict:
+    """What orients an edge without any comparison: depth, experts, MLP units read, the int8 grid or card, and how
+    far the norm gains have moved from 1 (their initial value: training moves them further)."""
+    view = View(fp)
+    arch = fp.meta.get("arch", {})
+    gains = [fp.arrays[k].to(torch.float64).flatten() for k in sorted(fp.arrays) if k.startswith("gains.")]
+    deviation = torch.cat(gains).sub(1).pow(2) if gains else torch.zeros(1, dtype=torch.float64)
+    units = None
+    if "gram.gate" in view.a and not math.isnan(float(view.a["scale.gate"][0])):
+        units = round(float(square(view.a["gram.gate"][0], float(view.a["scale.gate"][0]), len(view.probes)).trace()))
+    return {"layers": len(view.layers), "experts": int(arch.get("num_experts") or 0), "units": units,
+            "quantised": bool(arch.get("quantised")), "gain_drift": float(deviation.mean()),
+            "folded": bool(gains) and float(deviation.max()) < FOLDED_GAIN ** 2}
