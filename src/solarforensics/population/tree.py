@@ -19,7 +19,7 @@ from the family as a whole:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from solarforensics.provenance import drift
 from solarforensics.provenance.lean import View
@@ -114,12 +114,35 @@ def _orient(adjacent: dict[str, list[str]], root: str) -> list[tuple[str, str]]:
     return out
 
 
+def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict[frozenset, float],
+                  traits: dict[str, dict]) -> list[tuple[str, str]]:
+    """Rooted edges where a child the structure puts before its parent (a dense model under an upcycled one) moves
+    to its nearest relative that is neither its descendant nor after it by structure."""
+    parent = {v: u for u, v in edges}
+    for u, v in edges:
+        if precedes(traits[v], traits[parent[v]]) is None:
+            continue
+        below, grew = {v}, True
+        while grew:
+            grew = False
+            for child, p in parent.items():
+                if p in below and child not in below:
+                    below.add(child)
+                    grew = True
+        options = [o for o in nodes if o not in below and frozenset((o, v)) in distance
+                   and precedes(traits[v], traits[o]) is None]
+        if options:
+            parent[v] = min(options, key=lambda o: distance[frozenset((o, v))])
+    return [(p, v) for v, p in parent.items()]
+
+
 def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[frozenset],
-               signature: dict[frozenset, float], basis: dict[frozenset, float], traits: dict[str, dict],
+               signature: Callable[[str, str], float | None], basis: Callable[[str, str], float],
+               traits: dict[str, dict],
                similarity: dict[frozenset, float], uploaded: dict[str, str | None]) -> dict:
     """{root, parents: child -> [(parent, confidence, evidence)]} for one family. `gram`: additive drift of pairs;
-    `linked`: pairs the probes related (invariant CKA); `signature`, `basis`: drift in the residual basis (signatures;
-    signatures and units) of any pair."""
+    `linked`: pairs the probes related (invariant CKA); `signature(a, b)`, `basis(a, b)`: drift in the residual
+    basis (signatures; signatures and units), asked only where needed."""
     def sim(u: str, v: str) -> float:
         return similarity.get(frozenset((u, v)), RELATED_SIMILARITY)
 
@@ -134,7 +157,7 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
     for group in groups:
         outside = [o for o in core if o not in group and frozenset((o, group[0])) in gram]
         near = min(outside, key=lambda o: gram[frozenset((o, group[0]))], default=None)
-        score = {m: basis.get(frozenset((m, near)), 0.0) for m in group} if near else {}
+        score = {m: basis(m, near) for m in group} if near and len(group) > 1 else {}
         original, why = _original(group, traits, score, uploaded)
         reps.append(original)
         for m in group:
@@ -158,7 +181,7 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
         return -against, gains
 
     root = max(nodes, key=lambda n: (score(n), n)) if nodes else core[0]
-    for u, v in _orient(adjacent, root) if nodes else []:
+    for u, v in _restructured(_orient(adjacent, root) if nodes else [], nodes, distance, traits):
         why = precedes(traits[u], traits[v])
         evidence = [f"nearest relative on the additive drift (squared Gram distance "
                     f"{distance[frozenset((u, v))]:.4f}): an edge of the family's minimum spanning tree",
@@ -172,11 +195,11 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
     for m in probeless:
         if m == root:
             continue
-        near = min((o for o in core if frozenset((m, o)) in signature), default=None,
-                   key=lambda o: signature[frozenset((m, o))])
+        drifts = {o: signature(m, o) for o in reps}
+        near = min((o for o in reps if drifts[o] is not None), default=None, key=lambda o: drifts[o])
         if near is not None:
             evidence = [f"no shared probe geometry (a vocabulary swap): nearest relative by norm-profile "
-                        f"signatures (drift {signature[frozenset((m, near))]:.4f})",
+                        f"signatures (drift {drifts[near]:.4f})",
                         "direction: the model with new token embeddings is the child"]
             parents[m] = [(near, round(sim(m, near), 4), evidence)]
     return {"root": root, "parents": parents}
@@ -185,16 +208,18 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
 def family_tree(members: list[str], fps: dict, linked: set[frozenset], similarity: dict[frozenset, float]) -> dict:
     """build_tree with every drift and trait computed from the fingerprints."""
     views = {m: View(fps[m]) for m in members}
-    gram, signature, basis = {}, {}, {}
+    gram = {}
     for a, b in itertools.combinations(members, 2):
-        key = frozenset((a, b))
         g = drift.gram_drift(views[a], views[b])
         if g is not None:
-            gram[key] = g
-        s = drift.signature_drift(views[a], views[b])
-        if s is not None:
-            signature[key] = s
-        basis[key] = (s or 0.0) + (drift.unit_drift(views[a], views[b]) or 0.0)
+            gram[frozenset((a, b))] = g
+
+    def signature(a: str, b: str) -> float | None:
+        return drift.signature_drift(views[a], views[b])
+
+    def basis(a: str, b: str) -> float:
+        return (signature(a, b) or 0.0) + (drift.unit_drift(views[a], views[b]) or 0.0)
+
     traits = {m: drift.traits(fps[m]) for m in members}
     uploaded = {m: fps[m].meta.get("hub", {}).get("created_at") for m in members}
     return build_tree(members, gram, linked, signature, basis, traits, similarity, uploaded)

@@ -35,26 +35,36 @@ def layer_map(a: View, b: View) -> list[tuple[int, int]]:
     if len(a.layers) == len(b.layers):
         return [(i, i) for i in range(len(a.layers))]
     ia, ib = common_probes(a, b)
+    short, long_ = sorted((len(a.layers), len(b.layers)))
+    if len(ia) < 16:  # no probe geometry to map by: relative depth
+        spread = [round(i * (short - 1) / max(long_ - 1, 1)) for i in range(long_)]
+        return list(zip(range(long_), spread)) if len(a.layers) == long_ else list(zip(spread, range(long_)))
     return best_path(_cka(_grams(a, b, ia, ib)))[1]
 
 
 def _raw_gram(view: View, reader: str, layer: int, index: torch.Tensor) -> torch.Tensor | None:
-    scale = float(view.a[f"scale.{reader}"][layer])
-    if math.isnan(scale):
+    squares = view.__dict__.setdefault("_squares", {})  # a family compares each model with every other
+    if (reader, layer) not in squares:
+        scale = float(view.a[f"scale.{reader}"][layer])
+        squares[(reader, layer)] = None if math.isnan(scale) else \
+            square(view.a[f"gram.{reader}"][layer], scale, len(view.probes))
+    g = squares[(reader, layer)]
+    if g is None:
         return None
-    g = square(view.a[f"gram.{reader}"][layer], scale, len(view.probes))[index][:, index]
+    g = g[index][:, index]
     return g / g.norm().clamp_min(1e-300)
 
 
-def gram_drift(a: View, b: View) -> float | None:
-    """Mean squared distance of the unit-norm probe Grams of paired layers over every reader both have (None with
-    fewer than 16 shared probes): additive along a lineage."""
+def gram_drift(a: View, b: View, pairs: list[tuple[int, int]] | None = None) -> float | None:
+    """Mean squared distance of the unit-norm probe Grams of paired layers (`pairs`, default layer_map) over every
+    reader both have (None with fewer than 16 shared probes): additive along a lineage."""
     ia, ib = shared_probes(a, b)
     if len(ia) < 16:
         return None
     total, count = 0.0, 0
+    pairs = pairs if pairs is not None else layer_map(a, b)
     for reader in (r for r in a.readers if r in b.readers):
-        for i, j in layer_map(a, b):
+        for i, j in pairs:
             ga, gb = _raw_gram(a, reader, i, ia), _raw_gram(b, reader, j, ib)
             if ga is not None and gb is not None:
                 total += float((ga - gb).pow(2).sum())
@@ -77,17 +87,18 @@ def signature_drift(a: View, b: View) -> float | None:
     return total / count if count else None
 
 
-def unit_drift(a: View, b: View) -> float | None:
+def unit_drift(a: View, b: View, pairs: list[tuple[int, int]] | None = None) -> float | None:
     """Mean squared difference of the leading MLP units in token coordinates, unit by unit (each row at unit
     length): small only when unit order is kept. None without units in both or with too few shared probes."""
     ia, ib = shared_probes(a, b)
     if len(ia) < 16:
         return None
     total, count = 0.0, 0
+    pairs = pairs if pairs is not None else layer_map(a, b)
     for key in ("units.gate", "units.up"):
         if key not in a.a or key not in b.a:
             continue
-        for i, j in layer_map(a, b):
+        for i, j in pairs:
             x, y = a.a[key][i].to(torch.float64)[:, ia], b.a[key][j].to(torch.float64)[:, ib]
             if x.shape != y.shape or torch.isnan(x).any() or torch.isnan(y).any():
                 continue
