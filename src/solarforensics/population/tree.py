@@ -26,6 +26,9 @@ from solarforensics.provenance.lean import View
 
 COPY_DRIFT = 0.005  # forest: copies <= 0.0001, the nearest fine-tune pair 0.018
 MERGE_RATIO = 0.7  # forest: merges 0.51-0.52, every other member >= 0.91
+ANCESTRAL_SLACK = 0.35  # a long branch joins the relative nearest the root among those this much farther than the
+# nearest: where to attach it is weakly determined (correlated drift, e.g. two trainings on the same data, puts a
+# continued pre-training of the root nearest the end of a fine-tune chain); forest seed 0: such misplacements 1.12-1.30
 BASIS_TIE = 0.1  # basis drifts within this share of each other: no weight evidence for the original
 RELATED_SIMILARITY = 0.2  # the similarity given to a pair found related only by signatures or unit order
 
@@ -116,12 +119,13 @@ def _orient(adjacent: dict[str, list[str]], root: str) -> list[tuple[str, str]]:
 
 def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict[frozenset, float],
                   traits: dict[str, dict]) -> list[tuple[str, str]]:
-    """Rooted edges where a child the structure puts before its parent (a dense model under an upcycled one) moves
-    to its nearest relative that is neither its descendant nor after it by structure."""
+    """Rooted edges, revised child by child from the root down: a child the structure puts before its parent (a
+    dense model under an upcycled one) moves to its nearest allowed relative; then every child joins, among its
+    relatives within ANCESTRAL_SLACK of its parent's distance, the one nearest the root (none of its descendants,
+    none after it by structure)."""
     parent = {v: u for u, v in edges}
+    root = edges[0][0] if edges else None
     for u, v in edges:
-        if precedes(traits[v], traits[parent[v]]) is None:
-            continue
         below, grew = {v}, True
         while grew:
             grew = False
@@ -131,8 +135,12 @@ def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict
                     grew = True
         options = [o for o in nodes if o not in below and frozenset((o, v)) in distance
                    and precedes(traits[v], traits[o]) is None]
-        if options:
+        if precedes(traits[v], traits[parent[v]]) is not None and options:
             parent[v] = min(options, key=lambda o: distance[frozenset((o, v))])
+        here = distance[frozenset((parent[v], v))]
+        plausible = [o for o in options if distance[frozenset((o, v))] <= (1 + ANCESTRAL_SLACK) * here]
+        if plausible:
+            parent[v] = min(plausible, key=lambda o: (distance.get(frozenset((o, root)), 0.0), o))
     return [(p, v) for v, p in parent.items()]
 
 
@@ -183,8 +191,8 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
     root = max(nodes, key=lambda n: (score(n), n)) if nodes else core[0]
     for u, v in _restructured(_orient(adjacent, root) if nodes else [], nodes, distance, traits):
         why = precedes(traits[u], traits[v])
-        evidence = [f"nearest relative on the additive drift (squared Gram distance "
-                    f"{distance[frozenset((u, v))]:.4f}): an edge of the family's minimum spanning tree",
+        evidence = [f"parent on the additive drift (squared Gram distance {distance[frozenset((u, v))]:.4f}): the "
+                    f"family's minimum spanning tree, a long branch joined nearest the root",
                     f"direction: {why}" if why else f"direction: away from the family's root {root} (the fewest "
                     f"edges against structure, the least trained norm gains)"]
         parents[v] = [(u, round(sim(u, v), 4), evidence)]
