@@ -19,6 +19,7 @@ from the family as a whole:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable
 
 from solarforensics.provenance import drift
@@ -140,7 +141,9 @@ def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict
         here = distance[frozenset((parent[v], v))]
         plausible = [o for o in options if distance[frozenset((o, v))] <= (1 + ANCESTRAL_SLACK) * here]
         if plausible:
-            parent[v] = min(plausible, key=lambda o: (distance.get(frozenset((o, root)), 0.0), o))
+            def to_root(o: str) -> float:
+                return 0.0 if o == root else distance.get(frozenset((o, root)), math.inf)
+            parent[v] = min(plausible, key=lambda o: (to_root(o), o))
     return [(p, v) for v, p in parent.items()]
 
 
