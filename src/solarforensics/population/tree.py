@@ -86,23 +86,25 @@ def precedes(u: dict, v: dict) -> str | None:
     if u["units"] and v["units"] and u["units"] != v["units"]:
         return "more MLP units (the child is pruned)" if u["units"] > v["units"] else None
     if u["quantised"] != v["quantised"]:
-        return "the child is quantised (a leaf)" if v["quantised"] else None
+        return "tie-breaker: a quantised model is a leaf" if v["quantised"] else None
     return None
 
 
 def _original(group: list[str], traits: dict, basis: dict[str, float], uploaded: dict) -> tuple[str, str]:
-    """The member of a copy group the others were made from, and why."""
-    plain = [m for m in group if not traits[m]["quantised"]] or group
-    why = "a quantised copy is a leaf" if len(plain) < len(group) else ""
-    trained = [m for m in plain if not traits[m]["folded"]] or plain
-    why = why or ("folded norm gains are a disguise" if len(trained) < len(plain) else "")
+    """The member of a copy group the others were made from, and why: weight evidence first (folded gains, the
+    family's basis kept), then labelled tie-breakers (a quantised copy is a leaf, the earlier upload, the name)."""
+    trained = [m for m in group if not traits[m]["folded"]] or group
+    why = "folded norm gains are a disguise" if len(trained) < len(group) else ""
     best = min(basis.get(m, 0.0) for m in trained)
     kept = [m for m in trained if basis.get(m, 0.0) <= best * (1 + BASIS_TIE) + 1e-12]
     why = why or ("keeps the family's residual basis and unit order" if len(kept) < len(trained) else "")
     if len(kept) > 1:
-        kept.sort(key=lambda m: (uploaded.get(m) or "9999", m))
-        why = "tie-breaker: the earlier upload" if uploaded.get(kept[0]) else \
-            "tie-breaker: no weight evidence of which copy is the original; the name that sorts first"
+        plain = [m for m in kept if not traits[m]["quantised"]] or kept
+        why = "tie-breaker: a quantised copy is a leaf" if len(plain) < len(kept) else ""
+        kept = sorted(plain, key=lambda m: (uploaded.get(m) or "9999", m))
+        if len(plain) > 1:
+            why = "tie-breaker: the earlier upload" if uploaded.get(kept[0]) else \
+                "tie-breaker: no weight evidence of which copy is the original; the name that sorts first"
     return kept[0], why
 
 
