@@ -16,9 +16,10 @@ import math
 
 import torch
 
-from solarforensics.provenance.lean import View, _cka, _grams, best_path, common_probes
+from solarforensics.provenance.lean import View
 from solarforensics.provenance.sketch import square
 
+MIN_SHARED = 16  # shared probes below which Grams are not compared
 FOLDED_GAIN = 1e-6  # every norm gain this close to 1: gains folded into the weights (a disguise, never a trained root)
 
 
@@ -30,46 +31,60 @@ def shared_probes(a: View, b: View) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def layer_map(a: View, b: View) -> list[tuple[int, int]]:
-    """Paired layer positions: the identity at equal depth, else the best invariant-CKA map (an up-scaled model's
-    duplicated layers to their source, a pruned model's kept layers)."""
+    """Paired layer positions: the identity at equal depth, else each layer of the deeper model to the nearest layer
+    of the other by Gram drift (an up-scaled model's duplicated layers to their source); by relative depth when the
+    probes share too little."""
     if len(a.layers) == len(b.layers):
         return [(i, i) for i in range(len(a.layers))]
-    ia, ib = common_probes(a, b)
-    short, long_ = sorted((len(a.layers), len(b.layers)))
-    if len(ia) < 16:  # no probe geometry to map by: relative depth
-        spread = [round(i * (short - 1) / max(long_ - 1, 1)) for i in range(long_)]
-        return list(zip(range(long_), spread)) if len(a.layers) == long_ else list(zip(spread, range(long_)))
-    return best_path(_cka(_grams(a, b, ia, ib)))[1]
+    ia, ib = shared_probes(a, b)
+    deep_is_a = len(a.layers) > len(b.layers)
+    long_, short = (len(a.layers), len(b.layers)) if deep_is_a else (len(b.layers), len(a.layers))
+    pairs = []
+    for i in range(long_):
+        if len(ia) < MIN_SHARED:
+            j = round(i * (short - 1) / max(long_ - 1, 1))
+        else:
+            def drift_to(j: int) -> float:
+                d = _layer_drift(a, b, ia, ib, i, j) if deep_is_a else _layer_drift(a, b, ia, ib, j, i)
+                return math.inf if d is None else d
+            j = min(range(short), key=drift_to)
+        pairs.append((i, j) if deep_is_a else (j, i))
+    return pairs
 
 
 def _raw_gram(view: View, reader: str, layer: int, index: torch.Tensor) -> torch.Tensor | None:
-    squares = view.__dict__.setdefault("_squares", {})  # a family compares each model with every other
-    if (reader, layer) not in squares:
+    """One layer's unit-norm probe Gram on the probes `index`, kept on the view: a family compares every pair."""
+    cache = view.__dict__.setdefault("_raw_grams", {})
+    key = (reader, layer, index.numpy().tobytes())
+    if key not in cache:
         scale = float(view.a[f"scale.{reader}"][layer])
-        squares[(reader, layer)] = None if math.isnan(scale) else \
-            square(view.a[f"gram.{reader}"][layer], scale, len(view.probes))
-    g = squares[(reader, layer)]
-    if g is None:
-        return None
-    g = g[index][:, index]
-    return g / g.norm().clamp_min(1e-300)
+        if math.isnan(scale):
+            cache[key] = None
+        else:
+            g = square(view.a[f"gram.{reader}"][layer], scale, len(view.probes))[index][:, index]
+            cache[key] = g / g.norm().clamp_min(1e-300)
+    return cache[key]
+
+
+def _layer_drift(a: View, b: View, ia: torch.Tensor, ib: torch.Tensor, i: int, j: int) -> float | None:
+    """Squared distance of layer i of A and layer j of B, averaged over the readers both have there."""
+    values = []
+    for reader in (r for r in a.readers if r in b.readers):
+        ga, gb = _raw_gram(a, reader, i, ia), _raw_gram(b, reader, j, ib)
+        if ga is not None and gb is not None:
+            values.append(float((ga - gb).pow(2).sum()))
+    return sum(values) / len(values) if values else None
 
 
 def gram_drift(a: View, b: View, pairs: list[tuple[int, int]] | None = None) -> float | None:
-    """Mean squared distance of the unit-norm probe Grams of paired layers (`pairs`, default layer_map) over every
-    reader both have (None with fewer than 16 shared probes): additive along a lineage."""
+    """Mean squared distance of the unit-norm probe Grams of paired layers (`pairs`, default layer_map) over the
+    readers both have (None with fewer than MIN_SHARED shared probes): additive along a lineage."""
     ia, ib = shared_probes(a, b)
-    if len(ia) < 16:
+    if len(ia) < MIN_SHARED:
         return None
-    total, count = 0.0, 0
-    pairs = pairs if pairs is not None else layer_map(a, b)
-    for reader in (r for r in a.readers if r in b.readers):
-        for i, j in pairs:
-            ga, gb = _raw_gram(a, reader, i, ia), _raw_gram(b, reader, j, ib)
-            if ga is not None and gb is not None:
-                total += float((ga - gb).pow(2).sum())
-                count += 1
-    return total / count if count else None
+    drifts = [_layer_drift(a, b, ia, ib, i, j) for i, j in (pairs if pairs is not None else layer_map(a, b))]
+    drifts = [d for d in drifts if d is not None]
+    return sum(drifts) / len(drifts) if drifts else None
 
 
 def signature_drift(a: View, b: View) -> float | None:
@@ -91,7 +106,7 @@ def unit_drift(a: View, b: View, pairs: list[tuple[int, int]] | None = None) -> 
     """Mean squared difference of the leading MLP units in token coordinates, unit by unit (each row at unit
     length): small only when unit order is kept. None without units in both or with too few shared probes."""
     ia, ib = shared_probes(a, b)
-    if len(ia) < 16:
+    if len(ia) < MIN_SHARED:
         return None
     total, count = 0.0, 0
     pairs = pairs if pairs is not None else layer_map(a, b)
