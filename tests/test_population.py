@@ -150,6 +150,9 @@ def test_validate_lineage_scores_a_micro_forest_against_its_truth(cli, tmp_path)
     assert set(doc["targets"]) >= {"top1_parent_accuracy", "edge_f1", "family_ari", "fpr_ci95_upper"}
     assert 0 <= report["fpr"] <= 1 and len(report["fpr_ci95"]) == 2
     assert doc["baselines"]["cards"]["edge_f1"] is not None
+    # barely trained models (2-step fine-tunes) still drift 25x more than a copy's rounding: the tree holds
+    assert report["top1_parent_accuracy"] >= 0.95 and report["edge_f1"] >= 0.9
+    assert report["per_op"]["merge"]["accuracy"] == 1.0 and report["per_op"]["disguise"]["accuracy"] == 1.0
 
 
 def _additive_family():

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from solarforensics.provenance import drift
 from solarforensics.provenance.lean import View
 
-COPY_DRIFT = 0.005  # forest: copies <= 0.0001, the nearest fine-tune pair 0.018
+COPY_DRIFT = 0.0005  # rounding only: forest copies <= 0.0001; the smallest fine-tune (micro forest, 2 steps) 0.0027
 MERGE_RATIO = 0.7  # forest: merges 0.51-0.52, every other member >= 0.91
 ANCESTRAL_SLACK = 0.35  # a long branch joins the relative nearest the root among those this much farther than the
 # nearest: where to attach it is weakly determined (correlated drift, e.g. two trainings on the same data, puts a
