@@ -62,22 +62,21 @@ def lineage_of(fps: dict[str, Fingerprint], seed: int = 0, progress=None) -> dic
     decided = time.perf_counter()
     related = {frozenset(p) for p, r in verdicts.items() if r["verdict"] == "derived"}
     sim = {frozenset(p): tree.similarity_of(r) for p, r in verdicts.items() if r["verdict"] == "derived"}
+    linked = {frozenset(p) for p, r in verdicts.items() if "invariant-cka" in r["decisive"]}
     names = sorted(fps)
-    age = {n: lean.spectral_entropy(fps[n]) for n in names}
-    leaves = {n for n in names if fps[n].meta.get("arch", {}).get("quantised")}
-    uploaded = {n: fps[n].meta.get("hub", {}).get("created_at") for n in names}
     families, edges, roots = [], [], []
     for members in tree.families(names, related):
-        built = tree.build_tree(members, sim, age, leaves, uploaded)
+        built = tree.family_tree(members, fps, linked, sim)
         roots.append(built["root"])
         families.append({"members": members, "root": built["root"], "size": len(members)})
-        for child, (parent, confidence, evidence) in sorted(built["parents"].items()):
-            result = verdicts.get((parent, child)) or verdicts.get((child, parent))
-            decisive = result["decisive"] if result else []
-            edges.append({"parent": parent, "child": child, "confidence": confidence,
-                          "evidence": [f"decided by {', '.join(decisive)}" if decisive else
-                                       "joined through relatives (no direct test fired)", *evidence],
-                          "similarity": sim.get(frozenset((parent, child)))})
+        for child, options in sorted(built["parents"].items()):
+            for parent, confidence, evidence in options:
+                result = verdicts.get((parent, child)) or verdicts.get((child, parent))
+                decisive = result["decisive"] if result else []
+                edges.append({"parent": parent, "child": child, "confidence": confidence,
+                              "evidence": [f"decided by {', '.join(decisive)}" if decisive else
+                                           "joined through relatives (no direct test fired)", *evidence],
+                              "similarity": sim.get(frozenset((parent, child)))})
     cards = card_check(fps, {e["child"]: e["parent"] for e in edges})
     inconclusive = sorted([list(p) for p, r in verdicts.items() if r["verdict"] == "inconclusive"])
     return {
@@ -85,8 +84,10 @@ def lineage_of(fps: dict[str, Fingerprint], seed: int = 0, progress=None) -> dic
         "related_pairs": sorted([sorted(p) for p in related]), "inconclusive_pairs": inconclusive,
         "pairs": {"total": len(names) * (len(names) - 1) // 2, "compared": len(verdicts),
                   "derived": len(related), "inconclusive": len(inconclusive)},
-        "direction": "spectral entropy of the whitened reader Grams (training lowers it); tie-breakers: a quantised "
-                     "model is a leaf, the earlier upload is the older",
+        "direction": "topology: minimum spanning tree of the squared Gram drift (additive along a lineage), copies "
+                     "and merges first; one root per family: fewest edges against structure (layers, units, "
+                     "experts, int8), then the least trained norm gains; tie-breakers between copies: the earlier "
+                     "upload, then the name",
         "thresholds": lean.DEFAULT_THRESHOLDS,
         "timings": {"pairs_s": decided - started, "total_s": time.perf_counter() - started},
         "summary": {"statements": [

@@ -149,17 +149,17 @@ def _relations(query: Fingerprint, related: dict[str, Fingerprint], results: dic
     members = [q, *related]
     fps = {q: query, **related}
     sim = {frozenset((q, s)): tree.similarity_of(results[s]) for s in related}
+    linked = {frozenset((q, s)) for s in related if "invariant-cka" in results[s]["decisive"]}
     specs = list(related)
     for i, a in enumerate(specs):
         for b in specs[i + 1:]:
             r = lean.compare(related[a], related[b], seed=seed, signatures=False)
             if r["verdict"] == "derived":
                 sim[frozenset((a, b))] = tree.similarity_of(r)
-    age = {m: lean.spectral_entropy(fps[m]) for m in members}
-    leaves = {m for m in members if fps[m].meta.get("arch", {}).get("quantised")}
-    uploaded = {m: fps[m].meta.get("hub", {}).get("created_at") for m in members}
-    built = tree.build_tree(members, sim, age, leaves, uploaded)
-    parent_of = {child: p for child, (p, _, _) in built["parents"].items()}
+                if "invariant-cka" in r["decisive"]:
+                    linked.add(frozenset((a, b)))
+    built = tree.family_tree(members, fps, linked, sim)
+    parent_of = {child: options[0][0] for child, options in built["parents"].items()}
     ancestors, node = [], q
     while node in parent_of:
         node = parent_of[node]

@@ -1,21 +1,36 @@
-"""From pairwise verdicts to a derivation tree: which related model is whose parent.
+"""From related fingerprints to a derivation tree: which relative is whose parent.
 
-The direction comes from a statistic every disguise leaves alone: training concentrates the spectrum of the whitened
-reader Grams, so of two related models the less trained one (the ancestor) has the higher spectral entropy (the
-tiny zoo: 17 of 20 derived pairs; the exceptions are a vocabulary swap, whose probes are new, and a quantised copy,
-which was not trained). The family's root is its highest-entropy member. Each other member takes as parent its most
-similar relative among those clearly nearer the root: nearer by at least a quarter of their own distance, so a
-sibling fine-tuned alongside is not mistaken for a parent. Tie-breakers, labelled as such where they decide: a
-quantised model is a leaf, and the earlier upload is the older.
+Topology from an additive distance (provenance/drift.py: squared Gram distance adds up along a lineage), direction
+from the family as a whole:
+1. Copies: members closer than COPY_DRIFT compute the same function (a disguise, a quantised copy). One of them is
+   the original, the others its children: not the quantised one, not one with folded gains, the one that keeps the
+   family's residual basis and unit order; else, labelled tie-breakers, the earlier upload, then the name.
+2. Merges: a member at the midpoint of two others ((d(m,a) + d(m,b)) / d(a,b) near 1/2, where a node on the path
+   between them scores 1) is their weight average: a child of both.
+3. The other members form the minimum spanning tree of the drift: on an additive tree metric where every node is
+   observed, that is the true tree.
+4. One root per family: the member from which the fewest edges point against structure (the child has more layers,
+   fewer MLP units, experts where the parent has none, an int8 grid) and, among those, towards which the norm gains
+   are least trained (they start at 1; training moves them away).
+5. A member whose probes share no geometry with the rest (a vocabulary swap) joins its nearest relative by the
+   norm-profile signatures, as a child.
 """
 
 from __future__ import annotations
 
-import heapq
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-NEARER = 0.25  # a parent must be nearer the root than its child by this share of their distance
+from solarforensics.provenance import drift
+from solarforensics.provenance.lean import View
+
+COPY_DRIFT = 0.0005  # rounding only: forest copies <= 0.0001; the smallest fine-tune (micro forest, 2 steps) 0.0027
+MERGE_RATIO = 0.7  # forest: merges 0.51-0.52, every other member >= 0.91
+ANCESTRAL_SLACK = 0.35  # a long branch joins the relative nearest the root among those this much farther than the
+# nearest: where to attach it is weakly determined (correlated drift, e.g. two trainings on the same data, puts a
+# continued pre-training of the root nearest the end of a fine-tune chain); forest seed 0: such misplacements 1.12-1.30
+BASIS_TIE = 0.1  # basis drifts within this share of each other: no weight evidence for the original
 RELATED_SIMILARITY = 0.2  # the similarity given to a pair found related only by signatures or unit order
 
 
@@ -28,58 +43,199 @@ def similarity_of(result: dict) -> float:
     return min(1.0, max(0.0, value))
 
 
-def root_distances(members: list[str], root: str, sim: dict[frozenset, float]) -> dict[str, float]:
-    """Shortest path from the root over related pairs, with 1 - similarity as the length of each."""
-    best = {root: 0.0}
-    queue = [(0.0, root)]
-    while queue:
-        d, node = heapq.heappop(queue)
-        if d > best.get(node, math.inf):
+def spanning_tree(nodes: list[str], distance: dict[frozenset, float]) -> list[tuple[str, str]]:
+    """Prim's minimum spanning tree (undirected pairs); a node with no finite distance to the tree is left out."""
+    if not nodes:
+        return []
+    inside, edges = {nodes[0]}, []
+    while len(inside) < len(nodes):
+        options = [(distance[frozenset((u, v))], u, v) for u in sorted(inside) for v in nodes
+                   if v not in inside and frozenset((u, v)) in distance]
+        if not options:
+            break
+        _, u, v = min(options)
+        edges.append((u, v))
+        inside.add(v)
+    return edges
+
+
+def midpoint_parents(nodes: list[str], distance: dict[frozenset, float]) -> dict[str, tuple[str, str, float]]:
+    """Members that sit at the midpoint of two others (a weight average): member -> (a, b, ratio)."""
+    def d(u: str, v: str) -> float | None:
+        return distance.get(frozenset((u, v)))
+
+    out = {}
+    for m in nodes:
+        best = None
+        for a, b in itertools.combinations([n for n in nodes if n != m], 2):
+            ab, ma, mb = d(a, b), d(m, a), d(m, b)
+            if ab and ma is not None and mb is not None and max(ma, mb) < ab:
+                ratio = (ma + mb) / ab
+                best = min(best or (ratio, a, b), (ratio, a, b))
+        if best and best[0] < MERGE_RATIO:
+            out[m] = (best[1], best[2], best[0])
+    return out
+
+
+def precedes(u: dict, v: dict) -> str | None:
+    """Why the structure says the model with traits u comes before v (None: it says nothing)."""
+    if u["layers"] != v["layers"]:
+        return "fewer layers (the child is up-scaled)" if u["layers"] < v["layers"] else None
+    if bool(u["experts"]) != bool(v["experts"]):
+        return "dense before its experts (the child is upcycled)" if not u["experts"] else None
+    if u["units"] and v["units"] and u["units"] != v["units"]:
+        return "more MLP units (the child is pruned)" if u["units"] > v["units"] else None
+    if u["quantised"] != v["quantised"]:
+        return "tie-breaker: a quantised model is a leaf" if v["quantised"] else None
+    return None
+
+
+def _original(group: list[str], traits: dict, basis: dict[str, float], uploaded: dict) -> tuple[str, str]:
+    """The member of a copy group the others were made from, and why: weight evidence first (folded gains, the
+    family's basis kept), then labelled tie-breakers (a quantised copy is a leaf, the earlier upload, the name)."""
+    trained = [m for m in group if not traits[m]["folded"]] or group
+    why = "folded norm gains are a disguise" if len(trained) < len(group) else ""
+    best = min(basis.get(m, 0.0) for m in trained)
+    kept = [m for m in trained if basis.get(m, 0.0) <= best * (1 + BASIS_TIE) + 1e-12]
+    why = why or ("keeps the family's residual basis and unit order" if len(kept) < len(trained) else "")
+    if len(kept) > 1:
+        plain = [m for m in kept if not traits[m]["quantised"]] or kept
+        why = "tie-breaker: a quantised copy is a leaf" if len(plain) < len(kept) else ""
+        kept = sorted(plain, key=lambda m: (uploaded.get(m) or "9999", m))
+        if len(plain) > 1:
+            why = "tie-breaker: the earlier upload" if uploaded.get(kept[0]) else \
+                "tie-breaker: no weight evidence of which copy is the original; the name that sorts first"
+    return kept[0], why
+
+
+def _orient(adjacent: dict[str, list[str]], root: str) -> list[tuple[str, str]]:
+    out, stack, seen = [], [root], {root}
+    while stack:
+        u = stack.pop()
+        for v in sorted(adjacent[u]):
+            if v not in seen:
+                seen.add(v)
+                out.append((u, v))
+                stack.append(v)
+    return out
+
+
+def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict[frozenset, float],
+                  traits: dict[str, dict]) -> list[tuple[str, str]]:
+    """Rooted edges, revised child by child from the root down: a child the structure puts before its parent (a
+    dense model under an upcycled one) moves to its nearest allowed relative; then every child joins, among its
+    relatives within ANCESTRAL_SLACK of its parent's distance, the one nearest the root (none of its descendants,
+    none after it by structure)."""
+    parent = {v: u for u, v in edges}
+    root = edges[0][0] if edges else None
+    for u, v in edges:
+        below, grew = {v}, True
+        while grew:
+            grew = False
+            for child, p in parent.items():
+                if p in below and child not in below:
+                    below.add(child)
+                    grew = True
+        options = [o for o in nodes if o not in below and frozenset((o, v)) in distance
+                   and precedes(traits[v], traits[o]) is None]
+        if precedes(traits[v], traits[parent[v]]) is not None and options:
+            parent[v] = min(options, key=lambda o: distance[frozenset((o, v))])
+        here = distance[frozenset((parent[v], v))]
+        plausible = [o for o in options if distance[frozenset((o, v))] <= (1 + ANCESTRAL_SLACK) * here]
+        if plausible:
+            def to_root(o: str) -> float:
+                return 0.0 if o == root else distance.get(frozenset((o, root)), math.inf)
+            parent[v] = min(plausible, key=lambda o: (to_root(o), o))
+    return [(p, v) for v, p in parent.items()]
+
+
+def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[frozenset],
+               signature: Callable[[str, str], float | None], basis: Callable[[str, str], float],
+               traits: dict[str, dict],
+               similarity: dict[frozenset, float], uploaded: dict[str, str | None]) -> dict:
+    """{root, parents: child -> [(parent, confidence, evidence)]} for one family. `gram`: additive drift of pairs;
+    `linked`: pairs the probes related (invariant CKA); `signature(a, b)`, `basis(a, b)`: drift in the residual
+    basis (signatures; signatures and units), asked only where needed."""
+    def sim(u: str, v: str) -> float:
+        return similarity.get(frozenset((u, v)), RELATED_SIMILARITY)
+
+    parents: dict[str, list[tuple[str, float, list[str]]]] = {}
+    probeless = [m for m in members if not any(frozenset((m, o)) in linked for o in members if o != m)]
+    core = [m for m in members if m not in probeless] or members[:1]
+    groups: list[list[str]] = []
+    for m in core:
+        group = next((g for g in groups if gram.get(frozenset((g[0], m)), 1.0) < COPY_DRIFT), None)
+        group.append(m) if group else groups.append([m])
+    reps = []
+    for group in groups:
+        outside = [o for o in core if o not in group and frozenset((o, group[0])) in gram]
+        near = min(outside, key=lambda o: gram[frozenset((o, group[0]))], default=None)
+        score = {m: basis(m, near) for m in group} if near and len(group) > 1 else {}
+        original, why = _original(group, traits, score, uploaded)
+        reps.append(original)
+        for m in group:
+            if m != original:
+                d = gram.get(frozenset((m, original)), 0.0)
+                parents[m] = [(original, round(sim(m, original) * (0.5 if "tie-breaker" in why else 1.0), 4),
+                               [f"the same function (drift {d:.5f}): a copy", f"direction: {why}"])]
+    distance = {k: v for k, v in gram.items() if k <= set(reps)}
+    merges = midpoint_parents(reps, distance) if len(reps) >= 3 else {}
+    nodes = [r for r in reps if r not in merges]
+    adjacent: dict[str, list[str]] = {n: [] for n in nodes}
+    for u, v in spanning_tree(nodes, distance):
+        adjacent[u].append(v)
+        adjacent[v].append(u)
+
+    def score(root: str) -> tuple[int, float]:
+        edges = _orient(adjacent, root)
+        against = sum(precedes(traits[v], traits[u]) is not None for u, v in edges)
+        gains = sum((traits[v]["gain_drift"] - traits[u]["gain_drift"]) /
+                    max(traits[v]["gain_drift"] + traits[u]["gain_drift"], 1e-30) for u, v in edges)
+        return -against, gains
+
+    root = max(nodes, key=lambda n: (score(n), n)) if nodes else core[0]
+    for u, v in _restructured(_orient(adjacent, root) if nodes else [], nodes, distance, traits):
+        why = precedes(traits[u], traits[v])
+        evidence = [f"parent on the additive drift (squared Gram distance {distance[frozenset((u, v))]:.4f}): the "
+                    f"family's minimum spanning tree, a long branch joined nearest the root",
+                    f"direction: {why}" if why else f"direction: away from the family's root {root} (the fewest "
+                    f"edges against structure, the least trained norm gains)"]
+        parents[v] = [(u, round(sim(u, v), 4), evidence)]
+    for m, (a, b, ratio) in merges.items():
+        evidence = [f"at the midpoint of {a} and {b} (ratio {ratio:.3f}; a node on the path scores 1): a weight "
+                    f"average, child of both"]
+        parents[m] = [(p, round(sim(m, p), 4), evidence) for p in (a, b)]
+    for m in probeless:
+        if m == root:
             continue
-        for other in members:
-            key = frozenset((node, other))
-            if other == node or key not in sim:
-                continue
-            nd = d + max(0.0, 1.0 - sim[key])  # fp16 sketches can put a copy's CKA a hair above 1
-            if nd < best.get(other, math.inf):
-                best[other] = nd
-                heapq.heappush(queue, (nd, other))
-    return best
-
-
-def build_tree(members: list[str], sim: dict[frozenset, float], age: dict[str, float],
-               leaves: set[str], uploaded: dict[str, str | None]) -> dict:
-    """{root, parents: child -> (parent, confidence, evidence)} for one family."""
-    def older_key(m: str):
-        return (m in leaves, -age.get(m, 0.0), uploaded.get(m) or "9999")
-
-    root = min(members, key=older_key)
-    distance = root_distances(members, root, sim)
-    order = sorted(members, key=lambda m: (distance.get(m, math.inf), older_key(m)))
-    parents: dict[str, tuple[str, float, list[str]]] = {}
-    placed = [root]
-    for child in order[1:]:
-        options = []
-        for candidate in placed:
-            key = frozenset((candidate, child))
-            if key not in sim or candidate in leaves:
-                continue
-            gap = distance.get(child, math.inf) - distance.get(candidate, math.inf)
-            if gap >= NEARER * (1.0 - sim[key]) - 1e-12:
-                options.append((sim[key], candidate))
-        if not options:  # no relative clearly nearer the root: the nearest placed relative, else the root
-            options = [(sim[frozenset((c, child))], c) for c in placed if frozenset((c, child)) in sim] or \
-                [(0.0, root)]
-        similarity, parent = max(options)
-        evidence = [f"most similar relative nearer the root (invariant similarity {similarity:.3f})",
-                    f"direction: spectral entropy {age.get(parent, 0.0):.4f} (parent) vs {age.get(child, 0.0):.4f}"]
-        if child in leaves:
-            evidence.append("tie-breaker: a quantised model is a leaf")
-        gap = age.get(parent, 0.0) - age.get(child, 0.0)
-        confidence = max(0.0, min(1.0, similarity)) * (0.5 + 0.5 * math.tanh(gap / 0.005))
-        parents[child] = (parent, round(confidence, 4), evidence)
-        placed.append(child)
+        drifts = {o: signature(m, o) for o in reps}
+        near = min((o for o in reps if drifts[o] is not None), default=None, key=lambda o: drifts[o])
+        if near is not None:
+            evidence = [f"no shared probe geometry (a vocabulary swap): nearest relative by norm-profile "
+                        f"signatures (drift {drifts[near]:.4f})",
+                        "direction: the model with new token embeddings is the child"]
+            parents[m] = [(near, round(sim(m, near), 4), evidence)]
     return {"root": root, "parents": parents}
+
+
+def family_tree(members: list[str], fps: dict, linked: set[frozenset], similarity: dict[frozenset, float]) -> dict:
+    """build_tree with every drift and trait computed from the fingerprints."""
+    views = {m: View(fps[m]) for m in members}
+    gram = {}
+    for a, b in itertools.combinations(members, 2):
+        g = drift.gram_drift(views[a], views[b])
+        if g is not None:
+            gram[frozenset((a, b))] = g
+
+    def signature(a: str, b: str) -> float | None:
+        return drift.signature_drift(views[a], views[b])
+
+    def basis(a: str, b: str) -> float:
+        return (signature(a, b) or 0.0) + (drift.unit_drift(views[a], views[b]) or 0.0)
+
+    traits = {m: drift.traits(fps[m]) for m in members}
+    uploaded = {m: fps[m].meta.get("hub", {}).get("created_at") for m in members}
+    return build_tree(members, gram, linked, signature, basis, traits, similarity, uploaded)
 
 
 def families(nodes: list[str], related: Iterable[Iterable[str]]) -> list[list[str]]:

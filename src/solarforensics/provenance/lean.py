@@ -307,21 +307,3 @@ def decide(tests: list[dict], common: int, t: dict) -> dict:
     verdict = "independent" if quiet else "inconclusive"
     return {"verdict": verdict, "decisive": [], "p_value": p, "log10_p_value": log10_p}
 
-
-def spectral_entropy(fp: Fingerprint) -> float:
-    """Mean entropy of the normalised eigenvalues of the whitened reader Grams over the model's own probes (at most
-    half its hidden size): training concentrates these spectra, so an ancestor scores above its descendants."""
-    view = View(fp)
-    limit = max(MIN_COMMON, view.hidden // 2)
-    index = torch.tensor(sorted(sorted(range(len(view.probes)), key=lambda i: view.probes[i])[:limit]))
-    white = view.whitener(index)
-    values = []
-    for reader in view.readers:
-        for layer in range(len(view.layers)):
-            g = view.whitened(reader, layer, index, white)
-            if g is None:
-                continue
-            e = torch.linalg.eigvalsh((g + g.T) / 2).clamp_min(0)
-            p = e[e > 0] / e.sum()
-            values.append(float(-(p * p.log()).sum()))
-    return sum(values) / len(values) if values else 0.0
