@@ -25,8 +25,26 @@ RUN_SAMPLE = 8
 MAP_FORMAT = "solarforensics/token-map-v1"
 
 
+_PARSED: dict[tuple, Vocabulary] = {}  # by Hub commit: a commit's files never change (a few, kept while the process lives)
+_PARSED_MAX = 8
+
+
 def read_vocabulary(source: TensorSource) -> Vocabulary:
-    """The source's tokenizer.json, parsed; NotFoundError naming the files that are there when it has none."""
+    """The source's tokenizer.json, parsed; NotFoundError naming the files that are there when it has none. A Hub
+    repo at a resolved commit is parsed once per process (a case reads each model's tokenizer in several steps)."""
+    record = source.provenance
+    key = (record.endpoint, record.repo, record.resolved_commit) if record.resolved_commit else None
+    if key is not None and key in _PARSED:
+        return _PARSED[key]
+    vocabulary = _read_vocabulary(source)
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = vocabulary
+    return vocabulary
+
+
+def _read_vocabulary(source: TensorSource) -> Vocabulary:
     data = source.read_json(TOKENIZER_FILE)
     if data is None and hasattr(source, "gguf_vocab"):
         return parse_tokenizer(_from_gguf(source.gguf_vocab()), f"{source.name} (GGUF tokenizer metadata)")

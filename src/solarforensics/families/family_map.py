@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from fnmatch import fnmatchcase
@@ -79,6 +80,8 @@ class Family:
     inferred: bool = False
     warning: str | None = None
     _lookup: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict, repr=False, compare=False)
+    # Names already classified (a 100B MoE has ~20,000 tensor names, classified by every command that opens it).
+    _matches: dict[str, Match | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mtp(self) -> bool:
@@ -98,13 +101,14 @@ class Family:
 
     def match(self, name: str) -> Match | None:
         """The role a tensor name plays (templates first, then the declared extras), or None."""
+        if name in self._matches:
+            return self._matches[name]
         found = self._template_match(name)
-        if found is not None:
-            return found
-        for role, patterns in self.extras.items():
-            if any(fnmatchcase(name, p) for p in patterns):
-                return Match(role, None, None, name)
-        return None
+        if found is None:
+            found = next((Match(role, None, None, name) for role, patterns in self.extras.items()
+                          if any(fnmatchcase(name, p) for p in patterns)), None)
+        self._matches[name] = found
+        return found
 
     def _template_match(self, name: str) -> Match | None:
         key, numbers = name_key(name)
@@ -251,7 +255,7 @@ class Family:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able description (for `families show`)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lookup"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         out["tied"] = None if self.tied is None else asdict(self.tied)
         out["present_if"] = {role: asdict(c) for role, c in self.conditions.items()}
         out["fused"] = {role: asdict(f) for role, f in self.fused.items()}
@@ -259,8 +263,9 @@ class Family:
         return json.loads(json.dumps(out))  # tuples -> lists, a deep copy
 
 
-def name_key(name: str) -> tuple[str, list[int]]:
-    """`model.layers.3.mlp.experts.7.w1.weight` -> (`model.layers.#.mlp.experts.#.w1.weight`, [3, 7])."""
+@functools.lru_cache(maxsize=1 << 18)
+def name_key(name: str) -> tuple[str, tuple[int, ...]]:
+    """`model.layers.3.mlp.experts.7.w1.weight` -> (`model.layers.#.mlp.experts.#.w1.weight`, (3, 7))."""
     numbers, segments = [], []
     for segment in name.split("."):
         if segment.isascii() and segment.isdigit():
@@ -268,7 +273,7 @@ def name_key(name: str) -> tuple[str, list[int]]:
             segments.append("#")
         else:
             segments.append(segment)
-    return ".".join(segments), numbers
+    return ".".join(segments), tuple(numbers)
 
 
 def template_key(template: str) -> tuple[str, tuple[str, ...]]:

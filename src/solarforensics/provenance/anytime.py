@@ -52,7 +52,7 @@ from solarforensics.provenance.weights import NORMS, ModelWeights, not_applicabl
 
 LEAN_TESTS = ("identity", "norm-gains", "residual-alignment", "cka", "matching")
 WHOLE_MATRIX = {"cka-q": "W_Q's whole Gram", "corroborative": "whole-matrix spectra"}
-ALIGN_TOKENS = 2048  # shared tokens whose embedding rows align the residual dims (a seeded sample beyond)
+ALIGN_TOKENS = 1024  # shared tokens whose embedding rows align the residual dims (a seeded sample beyond)
 ALIGN_DIMS = 1024  # A's residual dims matched (a seeded sample beyond): an exact Spearman test needs no more
 BATCH_BYTES = 256 << 20  # raw rows read per model and look, at most (a look of more layers is split in reads)
 
