@@ -46,7 +46,8 @@ def test_micro_zoo_builds_caches_and_validates_end_to_end(cli, tmp_path):
     assert code == 0 and err.count("cached") == 4
 
     out_file = tmp_path / "validation.json"
-    code, out, err = cli("validate", "--zoo", zoo, "--no-peer", "--permutations", "99", "--out", out_file, "--json")
+    code, out, err = cli("validate", "--zoo", zoo, "--no-peer", "--permutations", "99", "--out", out_file, "--json",
+                         "--full")
     assert code == 0, err
     doc = json.loads(out)
     assert doc == json.loads(out_file.read_text())
@@ -62,6 +63,10 @@ def test_micro_zoo_builds_caches_and_validates_end_to_end(cli, tmp_path):
     assert doc["ks"]["n"] == 2 and all(0 < p <= 1 for p in doc["ks"]["p_values"])
     assert all(p["bytes"] > 0 and p["seconds"] > 0 for p in doc["pairs"])
     assert doc["peer"] == {"tool": "modeldna", "ran": False, "reason": "skipped (--no-peer)"}
+    code, out, err = cli("validate", "--zoo", zoo, "--no-peer", "--permutations", "99", "--json",
+                         "--out", tmp_path / "lean.json")  # the default, anytime lean path: the same verdicts
+    assert code == 0, err
+    assert {(p["a"], p["b"]): p["verdict"] for p in json.loads(out)["pairs"]} == verdicts
 
     report = tmp_path / "validation.md"
     code, _, err = cli("report", out_file, "--format", "md", "--out", report)
