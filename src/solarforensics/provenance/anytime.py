@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -49,6 +50,7 @@ from solarforensics.provenance.pair import (
 )
 from solarforensics.provenance.verdict import LIMITS, combined_p, load_thresholds, statements
 from solarforensics.provenance.weights import NORMS, ModelWeights, not_applicable, proportional_pairs
+from solarforensics.sources.interrupt import worker_pool
 
 LEAN_TESTS = ("identity", "norm-gains", "residual-alignment", "cka", "matching")
 WHOLE_MATRIX = {"cka-q": "W_Q's whole Gram", "corroborative": "whole-matrix spectra"}
@@ -282,12 +284,20 @@ class _Run:
         self.decided_at: int | None = None
         self.nonfinite: list[str | None] = []
         self.done_bytes = 0
+        self.lock = threading.Lock()
         self.total = sum(look.planned_bytes for look in looks)
 
     def _tick(self, nbytes: int) -> None:
-        self.done_bytes += nbytes
-        if self.progress:
-            self.progress("fetch", self.done_bytes, self.total)
+        with self.lock:
+            self.done_bytes += nbytes
+            if self.progress:
+                self.progress("fetch", self.done_bytes, self.total)
+
+    def _both(self, read_a, read_b) -> tuple:
+        """Both models' reads at the same time (each is latency-bound: requests of one model overlap the other's)."""
+        with worker_pool(2) as pool:
+            futures = [pool.submit(read_a), pool.submit(read_b)]
+            return tuple(f.result() for f in futures)
 
     def go(self, token_ids, token_reason, probes_a, probes_b) -> None:
         for index, look in enumerate(self.looks):
@@ -315,8 +325,9 @@ class _Run:
 
     def _gains(self) -> None:
         a, b = self.a, self.b
-        a.tensors.update(self._read(a, _norm_names(a)))
-        b.tensors.update(self._read(b, _norm_names(b)))
+        held_a, held_b = self._both(lambda: self._read(a, _norm_names(a)), lambda: self._read(b, _norm_names(b)))
+        a.tensors.update(held_a)
+        b.tensors.update(held_b)
         self.nonfinite += [_zero(w) for w in (a, b)]
         if "identity" in self.chosen:
             self.identity_rows.append(identity.identity_test(a, b))
@@ -328,17 +339,21 @@ class _Run:
 
     def _embeddings(self, token_ids, token_reason, probes_a, probes_b) -> None:
         a, b = self.a, self.b
-        if token_ids is not None:
-            for w, ids in zip((a, b), token_ids):
-                w.embed_rows = w.source.read_rows(w.stored_name("embed", None), ids)
-                self._tick(w.embed_rows.numel() * w.embed_rows.element_size())
-        xs = []
-        for w, probes in ((a, probes_a), (b, probes_b)):
-            rows = w.source.read_rows(w.stored_name("embed", None), [p[2] for p in probes]) if probes else None
-            if rows is not None:
-                self._tick(rows.numel() * rows.element_size())
-            xs.append(sketch.rms_rows(rows.to(torch.float64).nan_to_num(0)) if rows is not None else
-                      torch.zeros(0, w.hidden or 1, dtype=torch.float64))
+        ids_a, ids_b = token_ids if token_ids is not None else ([], [])
+
+        def rows(w: ModelWeights, ids: list[int], probes) -> tuple:
+            """The shared-token rows and the probe rows of one model, in one batch of requests."""
+            wanted = list(ids) + [p[2] for p in probes]
+            got = w.source.read_rows(w.stored_name("embed", None), wanted) if wanted else None
+            if got is not None:
+                self._tick(got.numel() * got.element_size())
+            return (got[:len(ids)] if ids else None), (got[len(ids):] if probes else None)
+
+        (embed_a, probe_a), (embed_b, probe_b) = self._both(lambda: rows(a, ids_a, probes_a),
+                                                            lambda: rows(b, ids_b, probes_b))
+        a.embed_rows, b.embed_rows = embed_a, embed_b
+        xs = [sketch.rms_rows(x.to(torch.float64).nan_to_num(0)) if x is not None else
+              torch.zeros(0, w.hidden or 1, dtype=torch.float64) for w, x in ((a, probe_a), (b, probe_b))]
         self.sketches = (Sketches(a, probes_a, xs[0]), Sketches(b, probes_b, xs[1]))
         if "residual-alignment" in self.chosen:
             started = time.perf_counter()
@@ -375,10 +390,12 @@ class _Run:
         started = time.perf_counter()
         batches = itertools.zip_longest(_batches(a, look.layers_a), _batches(b, look.layers_b), fillvalue=[])
         for batch_a, batch_b in batches:
-            for w, batch, sketches in ((a, batch_a, self.sketches[0]), (b, batch_b, self.sketches[1])):
+            held_a, held_b = self._both(lambda: a.source.read_row_blocks(_layer_rows(a, batch_a), self._tick),
+                                        lambda: b.source.read_row_blocks(_layer_rows(b, batch_b), self._tick))
+            for w, batch, sketches, held in ((a, batch_a, self.sketches[0], held_a),
+                                             (b, batch_b, self.sketches[1], held_b)):
                 if not batch:
                     continue
-                held = w.source.read_row_blocks(_layer_rows(w, batch), self._tick)
                 w.tensors.update(held)
                 self.nonfinite.append(_zero(w, held))
                 for layer in batch:
