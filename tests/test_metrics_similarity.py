@@ -300,3 +300,23 @@ def test_devices_and_accumulation_policy():
     if not torch.cuda.is_available():
         with pytest.raises(SpecError, match="no CUDA GPU is available"):
             resolve_device("cuda")
+
+
+def test_a_rank_cache_gives_the_same_spearman_and_ranks_each_vector_once():
+    import torch
+
+    from solarforensics.metrics.similarity import pair_stats
+
+    g = torch.Generator().manual_seed(0)
+    vectors = [torch.randn(4096, generator=g) for _ in range(4)]
+    cache: dict = {}
+    for i, x in enumerate(vectors):
+        for j, y in enumerate(vectors):
+            plain = pair_stats(x, y).spearman
+            cached = pair_stats(x, y, rank_cache=cache, rank_keys=(f"a{i}", f"b{j}")).spearman
+            assert cached == pytest.approx(plain, abs=1e-12)
+    assert len(cache) == 8
+    with_nan = vectors[0].clone()
+    with_nan[5] = float("nan")  # a filtered vector's ranks depend on the pair: never cached
+    assert pair_stats(with_nan, vectors[1], rank_cache=cache, rank_keys=("n", "m")).spearman is not None
+    assert "n" not in {k[0] for k in cache}

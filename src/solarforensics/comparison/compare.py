@@ -62,7 +62,9 @@ def compare_models(request: CompareRequest, options: OpenOptions | None = None, 
                           "layers by name pattern, e.g. 'model.layers.[0-3].*')")
     opened = time.perf_counter()
     tensors_a, tensors_b, fetch_s = _read_all(source_a, source_b, pairs, planned, progress)
-    compared = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate) for sa, sb in pairs]
+    ranks: dict | None = {} if request.layers == "all-pairs" else None  # each small vector ranked once, not per pair
+    compared = [_row(sa, sb, tensors_a[sa.name], tensors_b[sb.name], request, device, accumulate, ranks)
+                for sa, sb in pairs]
     rows = [row for row, _ in compared]
     _add_shuffle_p(compared, request, device)
     if rows and not any(r["comparable"] for r in rows) and not any(r["nonfinite_only"] for r in rows):
@@ -134,7 +136,8 @@ def _read_all(source_a, source_b, pairs, planned: int, progress: Progress | None
     return tensors_a, tensors_b, time.perf_counter() - started
 
 
-def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, device, accumulate) -> dict:
+def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, device, accumulate,
+         ranks: dict | None = None) -> dict:
     row = {
         "group": sa.group, "role": sa.role, "layer_a": sa.layer, "layer_b": sb.layer,
         "tensor_a": sa.name, "tensor_b": sb.name,
@@ -150,7 +153,9 @@ def _row(sa, sb, ta: torch.Tensor, tb: torch.Tensor, request: CompareRequest, de
         common = tuple(min(x, y) for x, y in zip(ta.shape, tb.shape))
         ta, tb = ta[tuple(slice(0, c) for c in common)], tb[tuple(slice(0, c) for c in common)]
         row.update(truncated=True, reason=f"compared the common leading block {list(common)}")
-    stats = pair_stats(ta, tb, device=device, accumulate=accumulate, seed=request.seed, spearman_max=SPEARMAN_MAX)
+    keys = ("a:" + sa.name, "b:" + sb.name) if ranks is not None and not row["truncated"] else (None, None)
+    stats = pair_stats(ta, tb, device=device, accumulate=accumulate, seed=request.seed, spearman_max=SPEARMAN_MAX,
+                       rank_cache=ranks, rank_keys=keys)
     row.update(nonfinite_a=stats.nonfinite_a, nonfinite_b=stats.nonfinite_b, finite_pairs=stats.n_used)
     if stats.n and not stats.n_used:  # nothing left to compare: never "comparable", never "equal"
         return {**row, **_empty_metrics(), "nonfinite_a": stats.nonfinite_a, "nonfinite_b": stats.nonfinite_b,

@@ -251,8 +251,22 @@ def _centred_ranks(x: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor, device: torch.device, limit: int, seed: int):
-    """Spearman on all finite pairs, or on `limit` positions: one drawn (seeded) from each of `limit` equal strata."""
+RANK_CACHE_MAX = 1 << 16  # elements: ranks of vectors up to this size are kept when a rank cache is given
+
+
+def _ranks(x: torch.Tensor, cache: dict | None, key) -> torch.Tensor:
+    if cache is None or key is None or x.numel() > RANK_CACHE_MAX:
+        return _centred_ranks(x)
+    if key not in cache:
+        cache[key] = _centred_ranks(x)
+    return cache[key]
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor, device: torch.device, limit: int, seed: int,
+              cache: dict | None = None, keys: tuple = (None, None)):
+    """Spearman on all finite pairs, or on `limit` positions: one drawn (seeded) from each of `limit` equal strata.
+    `cache` with `keys` (one per input, stable while the caller holds the tensors): each vector ranked once when it
+    takes part in many pairs (all-pairs comparisons); only used when every position is finite in both."""
     n = a.numel()
     if limit <= 0 or n < 2:
         return None, False
@@ -269,11 +283,12 @@ def _spearman(a: torch.Tensor, b: torch.Tensor, device: torch.device, limit: int
     keep = torch.isfinite(x) & torch.isfinite(y)
     if not bool(keep.all()):
         x, y = x[keep], y[keep]
+        cache = None  # ranks of a filtered vector depend on the other tensor
     del keep
     if x.numel() < 2:
         return None, sampled
-    x = _centred_ranks(x)  # rebinding frees each value vector as soon as its ranks exist
-    y = _centred_ranks(y)
+    x = _ranks(x, cache, keys[0])  # rebinding frees each value vector as soon as its ranks exist
+    y = _ranks(y, cache, keys[1])
     denom = math.sqrt(float(torch.dot(x, x))) * math.sqrt(float(torch.dot(y, y)))
     return (None if denom == 0 else max(-1.0, min(1.0, float(torch.dot(x, y)) / denom))), sampled
 
@@ -288,10 +303,13 @@ def pair_stats(
     chunk_elements: int = 1 << 24,
     spearman_max: int = 1 << 22,
     seed: int = 0,
+    rank_cache: dict | None = None,
+    rank_keys: tuple = (None, None),
 ) -> PairStats:
     """Compare two tensors element by element (flattened), streaming blocks of <= chunk_elements to `device`.
 
-    Memory beyond the inputs: 3 x block elements in `accumulate`, plus ~128 bytes x min(n, spearman_max) for ranks."""
+    Memory beyond the inputs: 3 x block elements in `accumulate`, plus ~128 bytes x min(n, spearman_max) for ranks.
+    `rank_cache`/`rank_keys`: see _spearman (a caller comparing every pair of many small vectors ranks each once)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if accumulate not in (torch.float64, torch.float32):
         raise SpecError(f"cannot accumulate in {accumulate}", "use torch.float64, or torch.float32 on CUDA")
@@ -306,7 +324,8 @@ def pair_stats(
         for start in range(0, n, block):
             sa, sb = a_flat[start:start + block].to(dev), b_flat[start:start + block].to(dev)
             total = _merge(total, _block(sa, sb, buf, exact, scaled))
-    spearman, sampled = _spearman(a_flat, b_flat, dev, spearman_max, seed)
+    keys = tuple(None if k is None else (k, n, spearman_max, seed) for k in rank_keys)
+    spearman, sampled = _spearman(a_flat, b_flat, dev, spearman_max, seed, rank_cache, keys)
     return _finish(total, n, spearman, sampled, dtype_name(accumulate))
 
 
