@@ -84,6 +84,9 @@ def _summary(statistic: str, observed: float | None, null: torch.Tensor, draws: 
                       q05, q50, q95, seed, pairs)
 
 
+CROSS_MAX = 8192  # vector length up to which joint draws read an n x n cross-product matrix (8 * n^2 bytes)
+
+
 def _permuted_sums(groups, permutations: int, generator: torch.Generator, joint: bool) -> torch.Tensor:
     """Per draw, the sum over pairs of za . zb[perm]; groups = [(Za[P, n], Zb[P, n])] of equal-length pairs.
 
@@ -91,6 +94,8 @@ def _permuted_sums(groups, permutations: int, generator: torch.Generator, joint:
     device = groups[0][0].device
     widest = max(za.shape[0] * za.shape[1] for za, _ in groups)
     batch = max(1, _BATCH_ELEMENTS // widest)
+    # Joint draws over many pairs: the n x n cross products once, then n entries per draw instead of P x n products.
+    cross = [za.T @ zb if joint and za.shape[0] > 1 and za.shape[1] <= CROSS_MAX else None for za, zb in groups]
     sums = []
     for first in range(0, permutations, batch):
         draws = min(batch, permutations - first)
@@ -100,9 +105,12 @@ def _permuted_sums(groups, permutations: int, generator: torch.Generator, joint:
                 count = 1 if joint else za.shape[0]
                 perms[g].append(torch.stack([torch.randperm(za.shape[1], generator=generator) for _ in range(count)]))
         total = torch.zeros(draws, dtype=torch.float64, device=device)
-        for (za, zb), drawn in zip(groups, perms):
+        for g, ((za, zb), drawn) in enumerate(zip(groups, perms)):
             index = torch.stack(drawn).to(device)  # [draws, 1 or P, n]
-            if joint:  # one permutation for all pairs: gather whole rows of the dimensions x pairs layout (fast)
+            if joint and cross[g] is not None:  # sum_p za[p, i] zb[p, perm[i]] = M[i, perm[i]], M = za^T zb
+                total += cross[g].gather(1, index[:, 0].T).sum(dim=0)
+                continue
+            if joint:  # one permutation for all pairs: gather whole rows of the dimensions x pairs layout
                 total += (zb.T[index[:, 0]] * za.T).sum(dim=(1, 2))
                 continue
             gathered = torch.gather(zb.expand(draws, *zb.shape), 2, index.expand(draws, *zb.shape))
