@@ -11,7 +11,7 @@ from provenance_models import duplicate_layers, rescale_gains, rotate_residual
 from typer.testing import CliRunner
 
 from solarforensics.checkpoints import build_checkpoint, derive_checkpoint, permute_residual
-from solarforensics.errors import BudgetError
+from solarforensics.errors import BudgetError, SpecError
 from solarforensics.provenance.anytime import decide_look, layer_batches, spread_order
 from solarforensics.provenance.run import ProvenanceRequest, provenance_models
 from solarforensics.provenance.verdict import load_thresholds
@@ -106,6 +106,8 @@ def test_max_layers_reads_that_many_layers_spread_along_depth(zoo):
     doc = run(zoo["base"], zoo["independent"], max_layers=4)
     layers = sorted(layer for s in doc["stages"] for layer in s["layers_a"])
     assert layers == [0, 2, 5, 7] and doc["verdict"] == "independent"
+    with pytest.raises(SpecError, match="--max-layers 1 is too few"):  # a case file or a script, past the CLI's check
+        run(zoo["base"], zoo["independent"], max_layers=1)
 
 
 def test_p_values_pay_for_every_look():

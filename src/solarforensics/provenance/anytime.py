@@ -199,6 +199,7 @@ def sequential_models(request: ProvenanceRequest, options: OpenOptions | None = 
     """The fields of a `provenance` results document, from the anytime lean path."""
     started = time.perf_counter()
     chosen = parse_tests(request.tests)
+    check_max_layers(request.max_layers)
     thresholds = load_thresholds(request.thresholds)
     lean_t = {**lean.DEFAULT_THRESHOLDS, **thresholds.get("lean", {})}
     device = resolve_device(request.device)
@@ -416,8 +417,7 @@ class _Run:
         sa, sb = self.sketches
         if not sa.per_layer or not sb.per_layer:
             return
-        fa, fb = sa.arrays, sb.arrays
-        view_a, view_b = lean.View(_Fp(sa.meta, fa)), lean.View(_Fp(sb.meta, fb))
+        view_a, view_b = lean.View(sa), lean.View(sb)  # each stacks its sketches once
         ia, ib = lean.common_probes(view_a, view_b)
         seed = self.request.seed
         cka = lean.cka_test(view_a, view_b, ia, ib, seed)
@@ -493,11 +493,6 @@ class _Run:
         if self.lean_fields.get("pairs"):
             record["layer_map"] = [list(p) for p in self.lean_fields["pairs"]]
         return record
-
-
-class _Fp:
-    def __init__(self, meta: dict, arrays: dict):
-        self.meta, self.arrays = meta, arrays
 
 
 def _batches(w: ModelWeights, layers: list[int]) -> list[list[int]]:
@@ -614,5 +609,6 @@ def _look_statement(looks: list[Look], decided_at: int | None) -> str:
 
 
 def check_max_layers(value: int | None) -> None:
-    if value is not None and value < 2:
+    """A layer budget of one cannot decide: the invariant statistics need two layers of each model."""
+    if value is not None and (not isinstance(value, int) or value < 2):
         raise SpecError(f"--max-layers {value} is too few", "at least 2 layers per model")
