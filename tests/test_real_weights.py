@@ -235,6 +235,8 @@ def test_a_short_fine_tune_keeps_its_function_and_reads_as_derived(minilm, cli_a
     assert norms["p_aggregate"] <= 1 / 1001
     if importlib.util.find_spec("solarforensics.provenance.run"):
         doc = run_json(cli_all, "provenance", minilm["gt"], minilm["tuned"], "--out", tmp_path / "p.json")
+        assert doc["verdict"] == "derived" and "residual-alignment" in doc["decisive"]  # the kept basis, look 2
+        doc = run_json(cli_all, "provenance", minilm["gt"], minilm["tuned"], "--full", "--out", tmp_path / "f.json")
         assert doc["verdict"] == "derived"
         assert "attention-cka" in doc["decisive"]
 
@@ -253,6 +255,10 @@ def test_the_disguised_fine_tune_computes_the_same_and_only_provenance_sees_it(m
     assert doc["summary"]["statements"][-1].startswith("Conclusion: centered similarity is indistinguishable")
     if importlib.util.find_spec("solarforensics.provenance.run"):
         doc = run_json(cli_all, "provenance", minilm["gt"], minilm["disguised"], "--out", tmp_path / "p.json")
+        assert doc["verdict"] == "derived" and "invariant-cka" in doc["decisive"]
+        assert "residual-alignment" not in doc["decisive"]  # the permuted basis hides it from the exact tests
+        doc = run_json(cli_all, "provenance", minilm["gt"], minilm["disguised"], "--full", "--out",
+                       tmp_path / "f.json")
         assert doc["verdict"] == "derived"
         assert doc["decisive"] == ["attention-cka"]
 
