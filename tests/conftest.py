@@ -1,6 +1,7 @@
 """Shared test set-up: every test gets its own HF/XDG homes and cache, and can start local Hub servers."""
 
 import os
+import signal
 import tempfile
 
 # huggingface_hub reads these when it is imported (HUB-PROTOCOL.md pitfall 5), so they are set before any import.
@@ -33,6 +34,10 @@ def isolated_env(tmp_path, monkeypatch):
     _point_hf_cache_at(monkeypatch, tmp_path / "hf_home")
     # main() leaves the process without waiting for a worker stuck after Ctrl-C; here the process is pytest's.
     monkeypatch.setattr("solarforensics.cli.main.HARD_EXIT", False, raising=False)
+    # Every test starts with Python's own Ctrl-C handler: children inherit an ignored SIGINT (and then cannot be
+    # interrupted), so one in-process run that left SIG_IGN behind would break the Ctrl-C tests that follow it.
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -408,6 +408,7 @@ class _Run:
                 for (role, layer), name in w.names.items():
                     if layer in batch and role != "router" and role not in NORMS:
                         w.tensors.pop(name, None)
+            del held_a, held_b, held  # the batch's rows go now, before the next batch is read
         self.timings["sketch_s"] = self.timings.get("sketch_s", 0.0) + time.perf_counter() - started
         started = time.perf_counter()
         self._lean()
