@@ -134,3 +134,13 @@ def test_the_report_leads_with_the_verdict_and_never_prints_p_as_zero():
     render_terminal({**doc, "thresholds": fitted}, console)
     assert f"thresholds: fitted ({SHIPPED['source']})" in console.export_text()
     assert "matching: dense models" in text and "Weight tests cannot see distillation" in text
+
+
+def test_a_threshold_that_is_not_a_number_is_refused_in_one_line(tmp_path):
+    from solarforensics.errors import FormatError
+
+    text = load_thresholds()["path"]
+    bad = tmp_path / "verdict.toml"
+    bad.write_text(open(text).read().replace("cka_derived = 0.15", 'cka_derived = "x"'))
+    with pytest.raises(FormatError, match=r"\[lean\] cka_derived = 'x' is not a number"):
+        load_thresholds(bad)

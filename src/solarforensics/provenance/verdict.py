@@ -38,6 +38,11 @@ def load_thresholds(path: str | Path | None = None) -> dict:
         for section in ("derived", "independent", "alignment"):
             if not isinstance(data.get(section), dict):
                 raise KeyError(section)
+        for section in ("derived", "independent", "alignment", "lean"):
+            for key, value in (data.get(section) or {}).items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise FormatError(f"verdict thresholds file {file}: [{section}] {key} = {value!r} is not a number",
+                                      "every threshold is a number")
     except FileNotFoundError:
         raise FormatError(f"verdict thresholds file {file} does not exist",
                           "check the path given to --thresholds" if path is not None else
