@@ -48,8 +48,8 @@ from solarforensics.provenance.pair import (
     row_bytes,
     token_rows,
 )
-from solarforensics.provenance.verdict import LIMITS, combined_p, load_thresholds, statements
-from solarforensics.provenance.weights import NORMS, ModelWeights, not_applicable, proportional_pairs
+from solarforensics.provenance.verdict import LIMITS, combined_p, identity_fires, load_thresholds, statements
+from solarforensics.provenance.weights import NORMS, ModelWeights, not_applicable, proportional_pairs, result
 from solarforensics.sources.interrupt import worker_pool
 
 LEAN_TESTS = ("identity", "norm-gains", "residual-alignment", "cka", "matching")
@@ -515,13 +515,7 @@ def _only(w: ModelWeights, layers: list[int]) -> ModelWeights:
 
 
 def _zero(w: ModelWeights, held: dict | None = None) -> str | None:
-    tensors = values = 0
-    for name, t in (held if held is not None else w.tensors).items():
-        if t.is_floating_point():
-            bad = int(t.numel() - torch.isfinite(t).sum())
-            if bad:
-                t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-                tensors, values = tensors + 1, values + bad
+    tensors, values, _ = w.zero_nonfinite(held)
     if not tensors:
         return None
     return (f"{w.label} ({w.source.name}): {tensors} tensor(s) held {values:,} NaN/Inf values, set to 0 for the "
@@ -529,9 +523,8 @@ def _zero(w: ModelWeights, held: dict | None = None) -> str | None:
 
 
 def _row(test: dict) -> dict:
-    """A lean test's dict as a results row (the keys every row has)."""
-    base = {"statistic": None, "null": None, "p_value": None, "log10_p_value": None, "effect": None, "notes": ""}
-    return {**base, **{k: v for k, v in test.items() if not isinstance(v, torch.Tensor)}}
+    """A lean test's dict as a results row (the keys every row has; tensors left out)."""
+    return result(**{k: v for k, v in test.items() if not isinstance(v, torch.Tensor)})
 
 
 def _merged_identity(rows: list[dict]) -> dict:
@@ -560,7 +553,7 @@ def decide_look(tests: list[dict], thresholds: dict, lean_t: dict, looks: int, l
     alpha = derived["log10_p"] - math.log10(max(looks, 1))
     by = {t["name"]: t for t in tests}
     p, log10_p, contributing = combined_p(tests)
-    decisive = [t["name"] for t in tests if t["name"] == "identity" and _identity_fires(t, derived)]
+    decisive = [t["name"] for t in tests if t["name"] == "identity" and identity_fires(t, derived)]
     decisive += [t["name"] for t in tests if t.get("applicable") and t.get("log10_p_value") is not None
                  and t.get("symmetry") in ("residual", "units") and t["log10_p_value"] <= alpha]
     if not decisive and log10_p is not None and log10_p <= alpha:
@@ -590,13 +583,6 @@ def decide_look(tests: list[dict], thresholds: dict, lean_t: dict, looks: int, l
         verdict = "inconclusive" if reasons else "independent"
     return {"verdict": verdict, "p_value": p, "log10_p_value": log10_p, "decisive": decisive, "reasons": reasons,
             "contributing": contributing, "alpha_log10": alpha}
-
-
-def _identity_fires(test: dict, derived: dict) -> bool:
-    from solarforensics.provenance.verdict import IDENTITY_KEYS
-
-    stats = test.get("statistic") if test.get("applicable") else None
-    return isinstance(stats, dict) and any(stats.get(k, 0) >= derived[k] > 0 for k in IDENTITY_KEYS if k in derived)
 
 
 def _look_statement(looks: list[Look], decided_at: int | None) -> str:

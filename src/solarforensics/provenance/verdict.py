@@ -101,7 +101,7 @@ def combined_p(tests: list[dict]) -> tuple[float | None, float | None, list[str]
     return p, log10_p, names
 
 
-def _identity_fires(test: dict, derived: dict) -> bool:
+def identity_fires(test: dict, derived: dict) -> bool:
     stats = test.get("statistic") if test.get("applicable") else None
     return isinstance(stats, dict) and any(stats.get(k, 0) >= derived[k] > 0 for k in IDENTITY_KEYS if k in derived)
 
@@ -123,7 +123,7 @@ def decide(tests: list[dict], not_tested: list[dict], thresholds: dict) -> dict:
     """The verdict fields of a provenance document."""
     derived, independent = thresholds["derived"], thresholds["independent"]
     p, log10_p, contributing = combined_p(tests)
-    decisive = [t["name"] for t in tests if t["name"] == "identity" and _identity_fires(t, derived)]
+    decisive = [t["name"] for t in tests if t["name"] == "identity" and identity_fires(t, derived)]
     decisive += [t["name"] for t in tests if t.get("applicable") and not t.get("corroborative")
                  and t.get("log10_p_value") is not None and t["log10_p_value"] <= derived["log10_p"]]
     if not decisive and log10_p is not None and log10_p <= derived["log10_p"]:

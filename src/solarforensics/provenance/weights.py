@@ -84,12 +84,14 @@ class ModelWeights:
                     out.append(self.stored_name(*norm))
         return list(dict.fromkeys(out))
 
-    def zero_nonfinite(self) -> tuple[int, int, list[str]]:
-        """Set NaN/Inf values of the held tensors to 0 in place; (tensors, values, names) of what was changed. The
-        tests need finite numbers (eigen-solvers do not converge on NaN); the caller reports what was replaced."""
+    def zero_nonfinite(self, only: dict[str, torch.Tensor] | None = None) -> tuple[int, int, list[str]]:
+        """Set NaN/Inf values of the held tensors (or of `only`, what one read brought) to 0 in place; (tensors,
+        values, names) of what was changed. The tests need finite numbers (eigen-solvers do not converge on NaN);
+        the caller reports what was replaced."""
         tensors = values = 0
         names = []
-        held = [(name, t) for name, t in self.tensors.items()] + [("embedding rows", self.embed_rows)]
+        held = list(only.items()) if only is not None else \
+            [(name, t) for name, t in self.tensors.items()] + [("embedding rows", self.embed_rows)]
         for name, t in held:
             if t is None or not t.is_floating_point():
                 continue
