@@ -229,7 +229,7 @@ def signature_test(a: View, b: View, seed: int = 0) -> dict:
     return {"name": name, "applicable": True, "statistic": quality, "effect": effect,
             "null": {**null, "kind": "B's dims shuffled within each norm block"}, "features": features,
             "notes": f"{sa.shape[0]} residual dims of A matched to B's by {features} log column-norm features "
-                     f"(centred per norm block, so gain re-absorption cancels); reaches a vocabulary swap, which "
+                     f"(gains folded in, so gain rescaling cancels); reaches a vocabulary swap, which "
                      f"shares no probes; blind to a residual rotation"}
 
 
@@ -254,7 +254,11 @@ def _distinct_layers(view: View) -> list[int]:
 
 
 def _standard(blocks: list[torch.Tensor]) -> torch.Tensor:
-    f = torch.cat([b - b.mean(dim=1, keepdim=True) for b in blocks], dim=1)
+    """Each feature standardised over the dims, then each dim's profile centred and scaled to unit length. The
+    features are log column norms with the norm gains folded in, so a gain rescaled into its readers cancels already;
+    centring each block as well would discard the gains themselves, and a block of one reader (an MoE's router)
+    entirely."""
+    f = torch.cat(blocks, dim=1)
     f = (f - f.mean(dim=0, keepdim=True)) / f.std(dim=0, keepdim=True).clamp_min(1e-12)
     f = f - f.mean(dim=1, keepdim=True)
     return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
