@@ -253,3 +253,91 @@ def test_a_post_norm_encoder_folds_the_gain_of_the_norm_its_readers_read(tmp_pat
     b, _ = fingerprint_model(str(moved))
     for key in ("gram.k", "gram.v", "gram.up"):
         assert torch.allclose(a.arrays[key].float(), b.arrays[key].float(), atol=2e-3), key
+
+
+def test_signatures_keep_the_norm_gains_so_an_mlp_read_only_by_a_router_still_counts(tmp_path):
+    """An MoE layer's MLP block is read by its router alone (the experts are not sketched). Two models with the
+    same norm gains but freshly drawn readers and another vocabulary are matched by their signatures; a model
+    with other gains is not. (Centring each norm block, as before, discarded the gains and that block whole.)"""
+    import torch
+    from provenance_models import READERS, find_family, load, new_vocabulary, save
+
+    from solarforensics.population.fingerprint import fingerprint_model
+    from solarforensics.provenance import lean
+
+    moe = {"hidden_size": 64, "num_hidden_layers": 4}
+    config, tensors = load(build_checkpoint(tmp_path / "init", "qwen3_moe", seed=0, overrides=moe))
+    family = find_family(config, tensors)
+    spread = torch.Generator().manual_seed(3)
+    for match in family.classify(tensors)[0]:
+        if match.role in READERS:  # trained gains spread far more than a random init's
+            tensors[match.name] = torch.randn(tensors[match.name].shape, generator=spread).mul(0.5).exp()
+    base = save(tmp_path / "base", config, tensors, tmp_path / "init")
+    other = build_checkpoint(tmp_path / "other", "qwen3_moe", seed=1, overrides=moe)
+    config, tensors = load(other)
+    _, base_tensors = load(base)
+    for match in family.classify(tensors)[0]:
+        if match.role in READERS:  # the base's gains, the other model's readers
+            tensors[match.name] = base_tensors[match.name].clone()
+    save(tmp_path / "mixed", config, tensors, other)
+    swapped = new_vocabulary(tmp_path / "mixed", tmp_path / "swapped", vocab_size=300, seed=4)
+
+    def signatures(a, b):
+        views = [lean.View(fingerprint_model(str(p))[0]) for p in (a, b)]
+        return lean.signature_test(*views, seed=0)
+
+    assert signatures(base, swapped)["effect"] >= lean.DEFAULT_THRESHOLDS["signature_effect"]
+    assert signatures(base, other)["effect"] < lean.DEFAULT_THRESHOLDS["signature_quiet"]
+
+
+def _chain(gain_drift: dict[str, float]) -> dict[str, dict]:
+    return {n: {"layers": 2, "experts": 0, "units": 64, "quantised": False, "gain_drift": g, "folded": False}
+            for n, g in gain_drift.items()}
+
+
+def test_a_fine_tune_that_drifts_back_towards_the_root_is_put_in_upload_order_labelled():
+    """root -> cpt (continued pre-training on other data, a long branch) -> cpt-ft (a short fine-tune on the
+    root's data): the fine-tune moves back towards the root, so it is nearer the root than its own parent. Within
+    DRIFT_TIE of each other the drift cannot order them: the Hub's upload times do, and the edge says so."""
+    from solarforensics.population import tree
+
+    names = ["root", "cpt", "cpt-ft"]
+    gram = {frozenset(("root", "cpt")): 0.62, frozenset(("root", "cpt-ft")): 0.606,
+            frozenset(("cpt", "cpt-ft")): 0.029}
+    linked = set(gram)
+    traits = _chain({"root": 1.0, "cpt": 2.0, "cpt-ft": 2.0})
+
+    def build(uploaded):
+        built = tree.build_tree(names, gram, linked, lambda a, b: 0.0, lambda a, b: 0.0, traits, {}, uploaded)
+        return {child: (options[0][0], " ".join(options[0][2])) for child, options in built["parents"].items()}
+
+    weights_only = build({n: None for n in names})
+    assert weights_only["cpt-ft"][0] == "root" and "tie-breaker" not in weights_only["cpt"][1]
+    dated = build({"root": "2024-01-01", "cpt": "2024-02-01", "cpt-ft": "2024-03-01"})
+    assert dated["cpt"][0] == "root" and dated["cpt-ft"][0] == "cpt"
+    assert "tie-breaker: the earlier upload" in dated["cpt-ft"][1]
+    far = dict(gram) | {frozenset(("root", "cpt-ft")): 0.5}  # 20% nearer: the drift decides, whatever the dates
+    built = tree.build_tree(names, far, linked, lambda a, b: 0.0, lambda a, b: 0.0, traits, {},
+                            {"root": "2024-01-01", "cpt": "2024-02-01", "cpt-ft": "2024-03-01"})
+    assert built["parents"]["cpt-ft"][0][0] == "root"
+
+
+def test_a_root_whose_gains_say_little_is_the_earliest_upload_labelled():
+    """A short fine-tune may move the norm gains back towards 1: by the gains alone it would be the root. Gains
+    within ROOT_TIE go by the earliest upload, labelled; gains far apart decide whatever the dates."""
+    from solarforensics.population import tree
+
+    names = ["base", "ft", "ft-ft"]
+    gram = {frozenset(("base", "ft")): 0.05, frozenset(("ft", "ft-ft")): 0.04, frozenset(("base", "ft-ft")): 0.1}
+    dates = {"base": "2024-01-01", "ft": "2024-02-01", "ft-ft": "2024-03-01"}
+
+    def root(gains, uploaded):
+        built = tree.build_tree(names, gram, set(gram), lambda a, b: 0.0, lambda a, b: 0.0, _chain(gains), {},
+                                uploaded)
+        return built["root"], " ".join(e for options in built["parents"].values() for e in options[0][2])
+
+    alike = {"base": 1.0, "ft": 0.99, "ft-ft": 1.1}
+    assert root(alike, {n: None for n in names})[0] == "ft"
+    found, evidence = root(alike, dates)
+    assert found == "base" and "tie-breaker: the earliest upload" in evidence
+    assert root({"base": 1.0, "ft": 0.5, "ft-ft": 1.1}, dates)[0] == "ft"

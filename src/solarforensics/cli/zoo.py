@@ -79,8 +79,13 @@ def validate(
         from solarforensics.validation.lineage import validate_lineage
 
         out_path = results_path(out_file, "validation", [zoo.name or "zoo", "lineage"])
-        fields = validate_lineage(zoo, index or out_path.with_suffix(".index.sqlite"), seed=seed, peer=not no_peer,
-                                  options=None)
+        index_path = index or out_path.with_suffix(".index.sqlite")
+        if not via_hub:
+            fields = validate_lineage(zoo, index_path, seed=seed, peer=not no_peer)
+        else:
+            with _zoo_hub(zoo) as endpoint:
+                fields = validate_lineage(zoo, index_path, seed=seed, peer=not no_peer, hub_owner="zoo",
+                                          options=OpenOptions(endpoint=endpoint, use_cache=False))
         finish("validation", fields, out_path, as_json)
         return
 

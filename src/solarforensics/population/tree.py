@@ -11,9 +11,11 @@ from the family as a whole:
    observed, that is the true tree.
 4. One root per family: the member from which the fewest edges point against structure (the child has more layers,
    fewer MLP units, experts where the parent has none, an int8 grid) and, among those, towards which the norm gains
-   are least trained (they start at 1; training moves them away).
-5. A member whose probes share no geometry with the rest (a vocabulary swap) joins its nearest relative by the
-   norm-profile signatures, as a child.
+   are least trained (they start at 1; training moves them away). A parent and child equally far from the
+   grandparent (within DRIFT_TIE) are put in upload order, labelled as the tie-breaker it is.
+5. A member whose probes share no geometry with the rest (a vocabulary swap) joins, as a child, a relative by the
+   norm-profile signatures: like a long branch, among those within ANCESTRAL_SLACK of the nearest, the one nearest
+   the root.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ MERGE_RATIO = 0.7  # forest: merges 0.51-0.52, every other member >= 0.91
 ANCESTRAL_SLACK = 0.35  # a long branch joins the relative nearest the root among those this much farther than the
 # nearest: where to attach it is weakly determined (correlated drift, e.g. two trainings on the same data, puts a
 # continued pre-training of the root nearest the end of a fine-tune chain); forest seed 0: such misplacements 1.12-1.30
-BASIS_TIE = 0.1  # basis drifts within this share of each other: no weight evidence for the original
+BASIS_TIE = 0.5  # basis drifts within this share of each other: no weight evidence for the original. Forest seeds
+# 0-3: a disguise that moves the basis at least doubles it (x1.94-73), int8 rounding moves it by -13% to +5%
+ROOT_TIE = 0.05  # candidate roots whose gain scores (summed (child - parent) / (child + parent) of the gains' drift
+# from 1 over the edges) differ by less: the gains cannot say which is older. A short fine-tune moves them little
+# either way: forest seeds 0-2, root to child -0.008 to +0.03 (up-scaling, ordered by structure, aside)
+DRIFT_TIE = 0.05  # a parent and its child this close in drift from the grandparent (as a share of it): the drift
+# cannot order them. A fine-tune on the data of the root after a continued pre-training on other data moves back
+# towards the root: forest seeds 0 and 1, such pairs -3.8% to +2.6%; every other chain +2.1% (one) or >= +10.7%
 RELATED_SIMILARITY = 0.2  # the similarity given to a pair found related only by signatures or unit order
 
 
@@ -149,6 +158,44 @@ def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict
     return [(p, v) for v, p in parent.items()]
 
 
+def _upload_ties(edges: list[tuple[str, str]], distance: dict[frozenset, float], traits: dict[str, dict],
+                 uploaded: dict[str, str | None]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Rooted edges with each parent and child the drift cannot order (both within DRIFT_TIE of the same distance
+    from the grandparent, nothing in the structure ordering them) put in upload order: the labelled tie-breaker.
+    Returns the edges and, per child placed so, why."""
+    parent = {v: u for u, v in edges}
+    why: dict[str, str] = {}
+    for u, v in edges:
+        if parent.get(v) != u or u not in parent:
+            continue
+        grand = parent[u]
+        near, far = distance.get(frozenset((grand, u))), distance.get(frozenset((grand, v)))
+        if near is None or far is None or abs(far - near) >= DRIFT_TIE * max(near, far):
+            continue
+        if precedes(traits[u], traits[v]) or precedes(traits[v], traits[u]):
+            continue
+        if not (uploaded.get(u) and uploaded.get(v) and uploaded[v] < uploaded[u]):
+            continue
+        parent[v], parent[u] = grand, v
+        why[u] = why[v] = (f"direction: tie-breaker: the earlier upload ({grand} is as far from one as from the "
+                           f"other by drift, {near:.4f} and {far:.4f})")
+    return [(p, c) for c, p in parent.items()], why
+
+
+def _root(nodes: list[str], score: Callable[[str], tuple[int, float]], uploaded: dict[str, str | None]
+          ) -> tuple[str, str]:
+    """The family's root and why: the fewest edges against structure, then the least trained norm gains; members
+    whose gains say no more than ROOT_TIE apart, each with an upload time, go by the earliest upload (labelled)."""
+    scores = {n: score(n) for n in nodes}
+    best = max(scores.values())
+    tied = [n for n in nodes if scores[n][0] == best[0] and scores[n][1] >= best[1] - ROOT_TIE]
+    if len(tied) > 1 and all(uploaded.get(n) for n in tied):
+        return min(tied, key=lambda n: (uploaded[n], n)), (
+            f"the fewest edges against structure; the norm gains of {len(tied)} members trained alike, tie-breaker: "
+            f"the earliest upload")
+    return max(nodes, key=lambda n: (scores[n], n)), "the fewest edges against structure, the least trained norm gains"
+
+
 def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[frozenset],
                signature: Callable[[str, str], float | None], basis: Callable[[str, str], float],
                traits: dict[str, dict],
@@ -193,13 +240,15 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
                     max(traits[v]["gain_drift"] + traits[u]["gain_drift"], 1e-30) for u, v in edges)
         return -against, gains
 
-    root = max(nodes, key=lambda n: (score(n), n)) if nodes else core[0]
-    for u, v in _restructured(_orient(adjacent, root) if nodes else [], nodes, distance, traits):
+    root, root_why = _root(nodes, score, uploaded) if nodes else (core[0], "")
+    rooted = _restructured(_orient(adjacent, root) if nodes else [], nodes, distance, traits)
+    rooted, ties = _upload_ties(rooted, distance, traits, uploaded)
+    for u, v in rooted:
         why = precedes(traits[u], traits[v])
         evidence = [f"parent on the additive drift (squared Gram distance {distance[frozenset((u, v))]:.4f}): the "
                     f"family's minimum spanning tree, a long branch joined nearest the root",
-                    f"direction: {why}" if why else f"direction: away from the family's root {root} (the fewest "
-                    f"edges against structure, the least trained norm gains)"]
+                    f"direction: {why}" if why else ties.get(v) or f"direction: away from the family's root {root} "
+                    f"({root_why})"]
         parents[v] = [(u, round(sim(u, v), 4), evidence)]
     for m, (a, b, ratio) in merges.items():
         evidence = [f"at the midpoint of {a} and {b} (ratio {ratio:.3f}; a node on the path scores 1): a weight "
@@ -208,11 +257,15 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
     for m in probeless:
         if m == root:
             continue
-        drifts = {o: signature(m, o) for o in reps}
-        near = min((o for o in reps if drifts[o] is not None), default=None, key=lambda o: drifts[o])
-        if near is not None:
-            evidence = [f"no shared probe geometry (a vocabulary swap): nearest relative by norm-profile "
-                        f"signatures (drift {drifts[near]:.4f})",
+        drifts = {o: d for o in reps if (d := signature(m, o)) is not None}
+        if drifts:
+            nearest = min(drifts.values())
+            plausible = [o for o in drifts if drifts[o] <= (1 + ANCESTRAL_SLACK) * nearest]
+            near = min(plausible, key=lambda o: (0.0 if o == root else distance.get(frozenset((o, root)), math.inf),
+                                                 drifts[o], o))
+            evidence = [f"no shared probe geometry (a vocabulary swap): by the norm-profile signatures, among the "
+                        f"relatives within {ANCESTRAL_SLACK:.0%} of the nearest ({nearest:.4f}), the one nearest the "
+                        f"root (drift {drifts[near]:.4f})",
                         "direction: the model with new token embeddings is the child"]
             parents[m] = [(near, round(sim(m, near), 4), evidence)]
     return {"root": root, "parents": parents}

@@ -16,16 +16,18 @@ from solarforensics.zoo.forest import read_forest
 
 
 def validate_lineage(zoo: Path, index_path: Path, seed: int = 0, peer: bool = True,
-                     options: OpenOptions | None = None, workers: int = 2) -> dict:
-    """The fields of a `validation` document for a forest."""
+                     options: OpenOptions | None = None, workers: int = 2, hub_owner: str | None = None) -> dict:
+    """The fields of a `validation` document for a forest: each model read from its folder, or with `hub_owner` as
+    the Hub repo OWNER/NAME at `options.endpoint` (then the Hub's upload times are known, for the labelled
+    tie-breakers)."""
     started = time.perf_counter()
     manifest = read_forest(zoo)
     names = [m["name"] for m in manifest["forest"]["models"]]
+    spec = {n: f"{hub_owner}/{n}" if hub_owner else str(Path(zoo) / n) for n in names}
     with Index(index_path) as index:
-        outcomes = fingerprint_all([str(Path(zoo) / n) for n in names], index, options, workers=workers)
+        outcomes = fingerprint_all([spec[n] for n in names], index, options, workers=workers)
         failed = [o for o in outcomes if o.status == "failed"]
-        fps = {n: Fingerprint.from_entry(index.get(str(Path(zoo) / n))) for n in names
-               if index.get(str(Path(zoo) / n)) is not None}
+        fps = {n: Fingerprint.from_entry(index.get(spec[n])) for n in names if index.get(spec[n]) is not None}
     fingerprinted = time.perf_counter()
     fps = {n: Fingerprint(n, fp.meta, fp.arrays) for n, fp in fps.items()}
     found = lineage_of(fps, seed)
