@@ -153,6 +153,17 @@ def test_validate_lineage_scores_a_micro_forest_against_its_truth(cli, tmp_path)
     # barely trained models (2-step fine-tunes) still drift 25x more than a copy's rounding: the tree holds
     assert report["top1_parent_accuracy"] >= 0.95 and report["edge_f1"] >= 0.9
     assert report["per_op"]["merge"]["accuracy"] == 1.0 and report["per_op"]["disguise"]["accuracy"] == 1.0
+    # over a local Hub the upload times are known: where the weights cannot order, they do, and say so
+    hub = run_json(cli, "validate", "--zoo", zoo, "--lineage", "--via-hub", "--no-peer", "--out", tmp_path / "h.json")
+    assert hub["lineage"]["top1_parent_accuracy"] >= report["top1_parent_accuracy"]
+    assert hub["lineage"]["false_positives"] == report["false_positives"]
+    names = {m["name"] for m in json.loads((zoo / "manifest.json").read_text())["forest"]["models"]}
+    listed = run_json(cli, "index", "list", "--index", hub["index"])["fingerprints"]
+    assert {row["model"] for row in listed} == {f"zoo/{n}" for n in names}
+    assert all(row["created_at"] for row in listed)
+    for edge in hub["edges"]:
+        upload = [line for line in edge["evidence"] if "upload" in line]
+        assert all("tie-breaker" in line for line in upload)
 
 
 def _additive_family():
