@@ -195,7 +195,7 @@ def _additive_family():
                   "gain_drift": 1.0 + depth[n], "folded": False} for n in names}
 
     def basis(a: str, b: str) -> float:  # the disguise moved the residual basis; everything else kept it
-        return gram[frozenset((a, b))] + (5.0 if "up-ft-perm" in (a, b) else 0.0)
+        return gram[frozenset((a, b))] * (3.0 if "up-ft-perm" in (a, b) else 1.0)  # forest disguises: x1.9-73
 
     return names, gram, linked, basis, traits
 
