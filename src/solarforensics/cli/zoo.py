@@ -56,7 +56,9 @@ def validate(
     permutations: Annotated[int, permutations_option("Permutations of the norm-gain test", 999)] = 999,
     no_peer: Annotated[bool, typer.Option("--no-peer", help="Do not run the peer tool modeldna.")] = False,
     via_hub: Annotated[bool, typer.Option("--via-hub", help="Read every model over HTTP from a local Hub server "
-                                                            "serving the zoo (repos zoo/NAME), not from its folder.")] = False,
+                                                            "serving the zoo (repos zoo/NAME), not from its folder "
+                                                            "(with --lineage, the Hub's upload times then break "
+                                                            "the ties the weights cannot).")] = False,
     thresholds: Thresholds = None,
     write_thresholds: Annotated[bool, typer.Option("--write-thresholds", help="Rewrite that file with the values "
                                                    "fitted on the zoo's training split.")] = False,
