@@ -269,14 +269,15 @@ def test_a_post_norm_encoder_folds_the_gain_of_the_norm_its_readers_read(tmp_pat
 def test_signatures_keep_the_norm_gains_so_an_mlp_read_only_by_a_router_still_counts(tmp_path):
     """An MoE layer's MLP block is read by its router alone (the experts are not sketched). Two models with the
     same norm gains but freshly drawn readers and another vocabulary are matched by their signatures; a model
-    with other gains is not. (Centring each norm block, as before, discarded the gains and that block whole.)"""
+    with other gains is not. (Centring each norm block, as before, discarded the gains and that block whole: effect
+    0.2; centring each layer keeps the contrast between its two norms' gains.)"""
     import torch
     from provenance_models import READERS, find_family, load, new_vocabulary, save
 
     from solarforensics.population.fingerprint import fingerprint_model
     from solarforensics.provenance import lean
 
-    moe = {"hidden_size": 64, "num_hidden_layers": 4}
+    moe = {"hidden_size": 64, "num_hidden_layers": 8}
     config, tensors = load(build_checkpoint(tmp_path / "init", "qwen3_moe", seed=0, overrides=moe))
     family = find_family(config, tensors)
     spread = torch.Generator().manual_seed(3)
