@@ -62,7 +62,7 @@ def lineage_of(fps: dict[str, Fingerprint], seed: int = 0, progress=None) -> dic
     decided = time.perf_counter()
     related = {frozenset(p) for p, r in verdicts.items() if r["verdict"] == "derived"}
     sim = {frozenset(p): tree.similarity_of(r) for p, r in verdicts.items() if r["verdict"] == "derived"}
-    linked = {frozenset(p) for p, r in verdicts.items() if "invariant-cka" in r["decisive"]}
+    linked = {frozenset(p) for p, r in verdicts.items() if tree.probes_linked(r)}
     names = sorted(fps)
     families, edges, roots = [], [], []
     for members in tree.families(names, related):
@@ -86,8 +86,10 @@ def lineage_of(fps: dict[str, Fingerprint], seed: int = 0, progress=None) -> dic
                   "derived": len(related), "inconclusive": len(inconclusive)},
         "direction": "topology: minimum spanning tree of the squared Gram drift (additive along a lineage), copies "
                      "and merges first; one root per family: fewest edges against structure (layers, units, "
-                     "experts, int8), then the least trained norm gains; tie-breakers between copies: the earlier "
-                     "upload, then the name",
+                     "experts, int8), then the least trained norm gains; labelled tie-breakers where the weights "
+                     "cannot order (roots whose gains trained alike, a parent and child equally far from the "
+                     "grandparent, copies): the earlier upload; between copies also a quantised copy is a leaf, "
+                     "then the name",
         "thresholds": lean.DEFAULT_THRESHOLDS,
         "timings": {"pairs_s": decided - started, "total_s": time.perf_counter() - started},
         "summary": {"statements": [

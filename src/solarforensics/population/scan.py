@@ -149,14 +149,14 @@ def _relations(query: Fingerprint, related: dict[str, Fingerprint], results: dic
     members = [q, *related]
     fps = {q: query, **related}
     sim = {frozenset((q, s)): tree.similarity_of(results[s]) for s in related}
-    linked = {frozenset((q, s)) for s in related if "invariant-cka" in results[s]["decisive"]}
+    linked = {frozenset((q, s)) for s in related if tree.probes_linked(results[s])}
     specs = list(related)
     for i, a in enumerate(specs):
         for b in specs[i + 1:]:
             r = lean.compare(related[a], related[b], seed=seed, signatures=False)
             if r["verdict"] == "derived":
                 sim[frozenset((a, b))] = tree.similarity_of(r)
-                if "invariant-cka" in r["decisive"]:
+                if tree.probes_linked(r):
                     linked.add(frozenset((a, b)))
     built = tree.family_tree(members, fps, linked, sim)
     parent_of = {child: options[0][0] for child, options in built["parents"].items()}

@@ -43,11 +43,16 @@ DRIFT_TIE = 0.05  # a parent and its child this close in drift from the grandpar
 RELATED_SIMILARITY = 0.2  # the similarity given to a pair found related only by signatures or unit order
 
 
+def probes_linked(result: dict) -> bool:
+    """Whether a lean comparison related the pair through the probes (invariant CKA): their Grams can be compared."""
+    return "invariant-cka" in result["decisive"]
+
+
 def similarity_of(result: dict) -> float:
     """How alike two related models are, from their lean comparison: the invariant CKA where the probes saw it."""
     by = {t["name"]: t for t in result["tests"]}
     cka = by.get("invariant-cka", {})
-    value = float(cka["statistic"]) if cka.get("applicable") and "invariant-cka" in result["decisive"] else \
+    value = float(cka["statistic"]) if cka.get("applicable") and probes_linked(result) else \
         RELATED_SIMILARITY
     return min(1.0, max(0.0, value))
 
@@ -152,10 +157,12 @@ def _restructured(edges: list[tuple[str, str]], nodes: list[str], distance: dict
         here = distance[frozenset((parent[v], v))]
         plausible = [o for o in options if distance[frozenset((o, v))] <= (1 + ANCESTRAL_SLACK) * here]
         if plausible:
-            def to_root(o: str) -> float:
-                return 0.0 if o == root else distance.get(frozenset((o, root)), math.inf)
-            parent[v] = min(plausible, key=lambda o: (to_root(o), o))
+            parent[v] = min(plausible, key=lambda o: (_to_root(o, root, distance), o))
     return [(p, v) for v, p in parent.items()]
+
+
+def _to_root(node: str, root: str | None, distance: dict[frozenset, float]) -> float:
+    return 0.0 if node == root else distance.get(frozenset((node, root)), math.inf)
 
 
 def _upload_ties(edges: list[tuple[str, str]], distance: dict[frozenset, float], traits: dict[str, dict],
@@ -261,8 +268,7 @@ def build_tree(members: list[str], gram: dict[frozenset, float], linked: set[fro
         if drifts:
             nearest = min(drifts.values())
             plausible = [o for o in drifts if drifts[o] <= (1 + ANCESTRAL_SLACK) * nearest]
-            near = min(plausible, key=lambda o: (0.0 if o == root else distance.get(frozenset((o, root)), math.inf),
-                                                 drifts[o], o))
+            near = min(plausible, key=lambda o: (_to_root(o, root, distance), drifts[o], o))
             evidence = [f"no shared probe geometry (a vocabulary swap): by the norm-profile signatures, among the "
                         f"relatives within {ANCESTRAL_SLACK:.0%} of the nearest ({nearest:.4f}), the one nearest the "
                         f"root (drift {drifts[near]:.4f})",

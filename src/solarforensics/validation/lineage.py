@@ -27,7 +27,8 @@ def validate_lineage(zoo: Path, index_path: Path, seed: int = 0, peer: bool = Tr
     with Index(index_path) as index:
         outcomes = fingerprint_all([spec[n] for n in names], index, options, workers=workers)
         failed = [o for o in outcomes if o.status == "failed"]
-        fps = {n: Fingerprint.from_entry(index.get(spec[n])) for n in names if index.get(spec[n]) is not None}
+        entries = {n: index.get(spec[n]) for n in names}
+        fps = {n: Fingerprint.from_entry(entry) for n, entry in entries.items() if entry is not None}
     fingerprinted = time.perf_counter()
     fps = {n: Fingerprint(n, fp.meta, fp.arrays) for n, fp in fps.items()}
     found = lineage_of(fps, seed)
